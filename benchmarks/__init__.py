@@ -1,0 +1,1 @@
+"""On-device benchmarks: scripts that print latency and accuracy figures (never pass/fail)."""

@@ -1,0 +1,1 @@
+"""Transport of results: the outbox, MQTT, Home Assistant discovery, commands."""

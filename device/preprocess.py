@@ -1,0 +1,99 @@
+"""THE preprocessing: the single function that turns a picture into model input.
+
+Training, conversion (representative data), evaluation and the bin all call
+:func:`prepare_image`, so colour order, resizing and scaling cannot drift apart:
+
+* colour order **RGB** (OpenCV frames are converted once, at the frame source);
+* resize so the **shorter side** equals the input size (area interpolation when shrinking,
+  bilinear when enlarging), then **centre crop** to a square;
+* pixels stay **uint8 0..255**; scaling to [-1, 1] (MobileNetV2's convention) happens
+  *inside* the model, so an int8 .tflite with uint8 input takes camera bytes as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from smartbin.errors import ImageReadError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How pictures become model input; written into every bundle and read back by the bin."""
+
+    size: int = 224
+    colour_order: str = "RGB"
+    resize: str = "shorter_side_then_centre_crop"
+    pixel_range: tuple[int, int] = (0, 255)
+    scaling_in_model: str = "x / 127.5 - 1"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["pixel_range"] = list(self.pixel_range)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessSpec:
+        spec = cls(
+            size=int(data["size"]),
+            colour_order=str(data["colour_order"]),
+            resize=str(data["resize"]),
+            pixel_range=tuple(data["pixel_range"]),  # type: ignore[arg-type]
+            scaling_in_model=str(data["scaling_in_model"]),
+        )
+        if spec.colour_order != "RGB" or spec.resize != cls.resize:
+            raise ValueError(
+                f"unsupported preprocessing {spec.colour_order}/{spec.resize}; "
+                f"this version handles RGB/{cls.resize}"
+            )
+        return spec
+
+
+def prepare_image(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to ``size``, centre crop to ``size`` x ``size``; uint8 RGB in, uint8 out."""
+    if rgb.ndim == 2:
+        rgb = np.stack([rgb] * 3, axis=-1)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {rgb.dtype}")
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    new_w = max(size, round(width * scale))
+    new_h = max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+
+def load_image_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB, honouring EXIF orientation.
+
+    Raises :class:`ImageReadError` (path + reason) for anything that is not a readable image,
+    so callers can report and skip it.
+    """
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image (unrecognised format)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(path, f"cannot decode image ({exc})") from None
+
+
+def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """OpenCV gives BGR; everything downstream of a frame source is RGB."""
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,62 @@
+"""Creating a TFLite interpreter: LiteRT or tflite-runtime, Edge TPU delegate when possible.
+
+Kept apart from the tensor adapters (``smartbin.device.adapters``), as pycoral does, so the
+classifier works the same whichever runtime made the interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from smartbin.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def _runtime_module() -> tuple[Any, str]:
+    """The interpreter module of whichever runtime is installed (LiteRT first)."""
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        return litert, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflite_rt
+
+        return tflite_rt, "tflite-runtime"
+    except ImportError:
+        raise BundleError(
+            "no TFLite runtime installed: pip install 'smartbin[device]' (ai-edge-litert) "
+            "or tflite-runtime"
+        ) from None
+
+
+def load_edgetpu_delegate() -> Any | None:
+    """The Edge TPU delegate, or None (logged) when libedgetpu or the device is absent."""
+    module, _ = _runtime_module()
+    try:
+        return module.load_delegate(EDGETPU_LIBRARY)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.info("Edge TPU not available (%s); using the CPU model", exc)
+        return None
+
+
+def make_interpreter(
+    model_path: Path, num_threads: int | None = None, delegate: Any | None = None
+) -> tuple[Any, str]:
+    """A ready (tensors allocated) interpreter and the runtime's name."""
+    module, name = _runtime_module()
+    delegates = [delegate] if delegate is not None else None
+    try:
+        interpreter = module.Interpreter(
+            model_path=str(model_path), num_threads=num_threads, experimental_delegates=delegates
+        )
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise BundleError(f"{model_path}: the runtime cannot load this model ({exc})") from None
+    return interpreter, name

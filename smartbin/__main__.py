@@ -1,0 +1,3 @@
+from smartbin.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Training: data discovery and splits, the two-head Keras model, fitting, evaluation report."""
