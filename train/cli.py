@@ -1,9 +1,103 @@
-"""Subcommands of this part (registered into the `smartbin` command)."""
+"""`smartbin train` and `smartbin data ...`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+DEFAULT_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet.h5"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this part's subcommands; heavy imports happen inside each command's function."""
+    """Add `train` and `data`; TensorFlow is imported only when `train` runs."""
+    parser = sub.add_parser(
+        "train",
+        help="train the two-head classifier on class-per-folder image trees",
+        description=(
+            "Transfer learning from ImageNet MobileNetV2: the heads are trained on the frozen "
+            "backbone, then the top of the backbone is fine-tuned. The backbone is cut at "
+            "--cut-layer; its frozen bottom runs once per augmented view (--views) and is "
+            "cached, so fine-tuning is affordable on a CPU. Writes OUT/model.keras (float "
+            "model) and OUT/run.json (config, data summary, split, history); then run "
+            "`smartbin convert OUT --out BUNDLE`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "data", nargs="+", type=Path, help="image folders, one sub-folder per class"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument(
+        "--weights",
+        default=DEFAULT_WEIGHTS,
+        help="local ImageNet MobileNetV2 no-top .h5 file (never downloaded); 'none' = random",
+    )
+    parser.add_argument("--input-size", type=int, default=224, help="square input, pixels")
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    parser.add_argument(
+        "--cut-layer",
+        default="block_12_add",
+        help="last frozen backbone layer ('input' = fine-tune the whole backbone)",
+    )
+    parser.add_argument("--views", type=int, default=4, help="augmented views cached per image")
+    parser.add_argument("--head-epochs", type=int, default=30, help="phase 1 epochs (heads)")
+    parser.add_argument("--epochs", type=int, default=20, help="phase 2 epochs (fine-tuning)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr-head", type=float, default=1e-3, help="phase 1 learning rate")
+    parser.add_argument("--lr", type=float, default=3e-4, help="phase 2 peak learning rate")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument(
+        "--limit-per-class", type=int, default=None, help="small config: at most N per class"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workers", type=int, default=2, help="image decoding threads")
+    parser.set_defaults(func=_run_train)
+
+    try:
+        from smartbin.train.data_cli import register_data
+    except ImportError:  # pragma: no cover - data_cli is part of the package
+        return
+    register_data(sub)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from smartbin.errors import SmartbinError
+
+    for folder in args.data:
+        if not folder.is_dir():
+            raise SmartbinError(f"data folder not found: {folder}")
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    if weights is not None and not Path(weights).is_file():
+        raise SmartbinError(f"weights file not found: {weights} (pass --weights PATH or none)")
+    if not 0 < args.val_fraction < 1:
+        raise SmartbinError("--val-fraction must be between 0 and 1")
+
+    from smartbin.train.fit import TrainConfig, train
+
+    config = TrainConfig(
+        data=[str(p) for p in args.data],
+        out=str(args.out),
+        weights=str(weights) if weights else None,
+        input_size=args.input_size,
+        alpha=args.alpha,
+        cut_layer=args.cut_layer,
+        views=args.views,
+        head_epochs=args.head_epochs,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr_head=args.lr_head,
+        lr=args.lr,
+        patience=args.patience,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
+        val_fraction=args.val_fraction,
+        limit_per_class=args.limit_per_class,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    out = train(config)
+    print(f"wrote {out / 'model.keras'} and {out / 'run.json'}")
+    return 0

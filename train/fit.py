@@ -1,0 +1,315 @@
+"""Training: transfer learning from ImageNet MobileNetV2, a frozen-backbone phase, then fine-tuning.
+
+Why a feature cache: on a 2-core CPU a full MobileNetV2 pass per image per epoch is what makes
+fine-tuning slow. The backbone is cut at ``cut_layer``; the frozen *bottom* runs once per
+augmented view of each training image (``views`` views: flip, rotation, zoom, brightness,
+contrast), and its outputs are cached. Phase 1 trains the heads on pooled features of the
+frozen backbone; phase 2 unfreezes the *top* of the backbone and fine-tunes it with the heads on
+the cached views, a random view per image per epoch. ``cut_layer="input"`` caches augmented
+pixels instead and fine-tunes the whole backbone (a GPU job).
+
+Missing labels are masked: an image of ``organic`` trains the binary head only, one of ``trash``
+the material head only; the other head gets sample weight 0, never an invented label.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
+from smartbin.device.preprocess import load_image_rgb, prepare_image
+from smartbin.errors import ImageReadError, SmartbinError
+from smartbin.train.data import Sample, class_weights, discover, split_samples
+
+log = logging.getLogger(__name__)
+HEADS = ("binary", "material")
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    weights: str | None
+    input_size: int = 224
+    alpha: float = 1.0
+    cut_layer: str = "block_12_add"
+    views: int = 4
+    head_epochs: int = 30
+    epochs: int = 20
+    batch_size: int = 32
+    lr_head: float = 1e-3
+    lr: float = 3e-4
+    patience: int = 5
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    val_fraction: float = 0.2
+    limit_per_class: int | None = None
+    seed: int = 42
+    workers: int = 2
+    extra: dict = field(default_factory=dict)
+
+
+def _entry(sample: Sample) -> dict:
+    return {
+        "path": str(sample.path),
+        "binary": sample.binary,
+        "material": sample.material,
+        "source": sample.source,
+    }
+
+
+def _limit(samples: list[Sample], per_class: int | None) -> list[Sample]:
+    """Deterministic subsample for small configs: the first N per class folder in sha1 order."""
+    if per_class is None:
+        return samples
+    kept: dict[tuple[str, str], list[Sample]] = {}
+    for sample in sorted(samples, key=lambda s: s.sha1):
+        group = kept.setdefault((sample.source, sample.folder), [])
+        if len(group) < per_class:
+            group.append(sample)
+    return [s for group in kept.values() for s in group]
+
+
+def load_images(samples: list[Sample], size: int, workers: int, desc: str) -> np.ndarray:
+    """Decode and prepare every image with THE preprocessing; uint8 N x size x size x 3."""
+
+    def one(sample: Sample) -> np.ndarray:
+        return prepare_image(load_image_rgb(sample.path), size)
+
+    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, image in enumerate(tqdm(pool.map(one, samples), total=len(samples), desc=desc)):
+            out[i] = image
+    return out
+
+
+def targets(samples: list[Sample], weights: dict[str, dict[int, float]] | None) -> tuple:
+    """One-hot labels per head (missing -> zeros) and sample weights (0 where missing, else the
+    class weight)."""
+    y, w = {}, {}
+    for head in HEADS:
+        labels = np.array(
+            [getattr(s, head) if getattr(s, head) is not None else -1 for s in samples]
+        )
+        known = labels >= 0
+        classes = len(BINARY_CLASSES if head == "binary" else MATERIAL_CLASSES)
+        # One-hot (label smoothing needs it); a missing label is an all-zero row, weight 0.
+        y[head] = np.eye(classes, dtype="float32")[np.where(known, labels, 0)] * known[:, None]
+        if weights is None:
+            w[head] = known.astype("float32")
+        else:
+            table = weights[head]
+            w[head] = np.array(
+                [
+                    table.get(int(lab), 1.0) if k else 0.0
+                    for lab, k in zip(labels, known, strict=True)
+                ],
+                dtype="float32",
+            )
+    return y, w
+
+
+def _augmenter(seed: int):
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+            layers.RandomZoom((-0.2, 0.1), fill_mode="reflect", seed=seed + 2),
+            layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 3),
+            layers.RandomContrast(0.2, seed=seed + 4),
+        ],
+        name="augment",
+    )
+
+
+def cache_views(bottom, images: np.ndarray, views: int, augment, batch: int, desc: str) -> list:
+    """Bottom-of-backbone outputs for ``views`` augmented copies (view 0 plain when views==1)."""
+    cached = []
+    for view in range(views):
+        parts = []
+        for start in tqdm(range(0, len(images), batch), desc=f"{desc} view {view + 1}/{views}"):
+            x = images[start : start + batch].astype("float32")
+            if augment is not None:
+                x = np.clip(np.asarray(augment(x, training=True)), 0, 255)
+            feats = x if bottom is None else np.asarray(bottom(x, training=False))
+            parts.append(feats.astype("float16"))
+        cached.append(np.concatenate(parts))
+    return cached
+
+
+def _make_view_dataset(cache: list, y: dict, w: dict, batch: int, seed: int):
+    import keras
+
+    class ViewDataset(keras.utils.PyDataset):
+        """Each epoch: a new order and, per image, one of its cached augmented views."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.n = len(cache[0])
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return math.ceil(self.n / batch)
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(self.n)
+            self.view = self.rng.integers(0, len(cache), self.n)
+
+        def __getitem__(self, index: int):
+            idx = np.sort(self.order[index * batch : (index + 1) * batch])
+            x = np.empty((len(idx),) + cache[0].shape[1:], dtype="float32")
+            for v in range(len(cache)):
+                sel = self.view[idx] == v
+                x[sel] = cache[v][idx[sel]]
+            return x, {h: y[h][idx] for h in HEADS}, {h: w[h][idx] for h in HEADS}
+
+    return ViewDataset()
+
+
+def _compile(model, learning_rate, smoothing: float) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={h: keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) for h in HEADS},
+        weighted_metrics={h: ["categorical_accuracy"] for h in HEADS},
+    )
+
+
+def _callbacks(patience: int, checkpoint: Path):
+    import keras
+
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True, verbose=1
+        ),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoint), monitor="val_loss", save_best_only=True, save_weights_only=True
+        ),
+    ]
+
+
+def _validation_accuracy(probs: dict, samples: list[Sample]) -> dict:
+    """Accuracy per head and per data source on the validation split (quick training summary;
+    `smartbin evaluate` / `convert` give the full report)."""
+    result: dict = {}
+    for head in HEADS:
+        for source in sorted({s.source for s in samples}) + ["all"]:
+            idx = [
+                i
+                for i, s in enumerate(samples)
+                if getattr(s, head) is not None and source in ("all", s.source)
+            ]
+            if not idx:
+                continue
+            truth = np.array([getattr(samples[i], head) for i in idx])
+            pred = np.argmax(probs[head][idx], axis=1)
+            result.setdefault(head, {})[source] = {
+                "accuracy": round(float(np.mean(pred == truth)), 4),
+                "n": len(idx),
+            }
+    return result
+
+
+def train(config: TrainConfig) -> Path:
+    """Run both phases and write ``model.keras`` + ``run.json`` into ``config.out``."""
+    import keras
+
+    from smartbin.train.model import build_model, set_backbone_trainable
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)
+
+    samples, problems = discover([Path(p) for p in config.data])
+    for problem in problems:
+        log.warning("skipped %s: %s", problem.path, problem.reason)
+    split = split_samples(
+        _limit(samples, config.limit_per_class), config.val_fraction, problems=problems
+    )
+    if not split.train or not split.validation:
+        raise SmartbinError("not enough images for a train/validation split")
+    log.info("train %d images, validation %d", len(split.train), len(split.validation))
+
+    model = build_model(
+        config.input_size, config.weights, config.alpha, config.dropout, config.cut_layer
+    )
+    size, workers = config.input_size, config.workers
+    try:
+        train_images = load_images(split.train, size, workers, "load train")
+        val_images = load_images(split.validation, size, workers, "load validation")
+    except ImageReadError as exc:  # discover verified them; a file changed since
+        raise SmartbinError(f"image became unreadable during training: {exc}") from None
+    augment = _augmenter(config.seed)
+    train_cache = cache_views(model.bottom, train_images, config.views, augment, 64, "cache train")
+    val_cache = cache_views(model.bottom, val_images, 1, None, 64, "cache validation")
+    del train_images, val_images
+
+    head_weights = {h: class_weights(split.train, h) for h in HEADS}
+    y_train, w_train = targets(split.train, head_weights)
+    y_val, w_val = targets(split.validation, None)
+    history: dict = {}
+
+    # Phase 1: heads on pooled features of the frozen backbone.
+    set_backbone_trainable(model, False)
+    pooled_train = [
+        np.asarray(model.pooled.predict(v, batch_size=64, verbose=0)) for v in train_cache
+    ]
+    pooled_val = np.asarray(model.pooled.predict(val_cache[0], batch_size=64, verbose=0))
+    _compile(model.heads, config.lr_head, config.label_smoothing)
+    fit = model.heads.fit(
+        _make_view_dataset(pooled_train, y_train, w_train, config.batch_size, config.seed),
+        validation_data=(pooled_val, y_val, w_val),
+        epochs=config.head_epochs,
+        callbacks=_callbacks(config.patience, out / "heads.best.weights.h5"),
+        verbose=2,
+    )
+    history["heads"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
+
+    # Phase 2: fine-tune the top of the backbone with the heads, cosine-decayed learning rate.
+    if config.epochs > 0:
+        set_backbone_trainable(model, True)
+        dataset = _make_view_dataset(train_cache, y_train, w_train, config.batch_size, config.seed)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.lr, decay_steps=max(1, config.epochs * len(dataset))
+        )
+        _compile(model.top, schedule, config.label_smoothing)
+        fit = model.top.fit(
+            dataset,
+            validation_data=(val_cache[0].astype("float32"), y_val, w_val),
+            epochs=config.epochs,
+            callbacks=_callbacks(config.patience, out / "top.best.weights.h5"),
+            verbose=2,
+        )
+        history["fine_tune"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
+
+    val_probs = model.top.predict(val_cache[0].astype("float32"), batch_size=64, verbose=0)
+    model.full.save(out / "model.keras")
+    run = {
+        "command": " ".join(["smartbin", *sys.argv[1:]]) if sys.argv else "",
+        "config": asdict(config),
+        "data": split.summary(),
+        "problems": [{"path": str(p.path), "reason": p.reason} for p in problems],
+        "split": {
+            "train": [_entry(s) for s in split.train],
+            "validation": [_entry(s) for s in split.validation],
+        },
+        "history": history,
+        "validation_float": _validation_accuracy(val_probs, split.validation),
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
+    log.info("validation (float): %s", json.dumps(run["validation_float"]))
+    return out
