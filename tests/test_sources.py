@@ -271,3 +271,12 @@ def test_picamera2_missing_module_is_a_config_error_not_a_retry_loop():
         assert not capture.alive
     assert isinstance(capture.fatal, ConfigError)
     assert "picamera2" in str(capture.fatal) and capture.failures == 0
+
+
+@pytest.mark.parametrize("uri", ["/dev/video9", "9"])
+def test_unplugged_camera_is_retried_not_fatal(uri):
+    settings = SourceSettings(kind="opencv", uri=uri, reopen_initial_s=0.05, reopen_max_s=0.1)
+    with CaptureThread(open_source, settings) as capture:
+        assert capture.get(timeout=0.6) is None
+        assert capture.alive and capture.fatal is None and not capture.ended
+        assert capture.failures >= 2 and "cannot open" in capture.last_error

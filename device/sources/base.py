@@ -32,8 +32,9 @@ class SourceSettings:
 
     kind: ``"picamera2"`` (Raspberry Pi camera), ``"opencv"`` (USB camera, RTSP/HTTP stream
         or a video file) or ``"folder"`` (a directory of images, replayed in sorted order).
-    uri: what to open. opencv: a USB index (``0`` or ``"0"``), an ``rtsp://`` / ``http(s)://``
-        URL, or a video file path. folder: the directory. picamera2: the camera number.
+    uri: what to open. opencv: a USB index (``0`` or ``"0"``) or ``/dev/videoN`` node, an
+        ``rtsp://`` / ``http(s)://`` URL, a GStreamer pipeline (``... ! appsink``)
+        or a video file path. folder: the directory. picamera2: the camera number.
     loop: files and folders only: start again at the end instead of ending. A source that
         does not loop *ends*, and the daemon exits 0 once the last item is reported.
     fps: cameras: the frame rate asked of the device (if it supports it). Files and folders:

@@ -1,4 +1,5 @@
-"""OpenCV source: a USB camera, an RTSP/HTTP stream, or a video file (optionally looping)."""
+"""OpenCV source: a USB camera (index or /dev node), an RTSP/HTTP stream or GStreamer
+pipeline, or a video file (optionally looping)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def camera_index(uri: str | int) -> int | None:
 
 
 def is_stream(uri: str | int) -> bool:
-    return str(uri).strip().lower().startswith(STREAM_SCHEMES)
+    """A network stream, a GStreamer pipeline (``... ! appsink``) or a /dev video node."""
+    text = str(uri).strip()
+    return text.lower().startswith(STREAM_SCHEMES) or "!" in text or text.startswith("/dev/")
 
 
 class OpenCVSource:
@@ -45,8 +48,10 @@ class OpenCVSource:
             self.description = f"USB camera {index}"
             target: int | str = index
         elif not self.is_file:
-            self.description = f"stream {settings.uri}"
-            target = str(settings.uri)
+            text = str(settings.uri).strip()
+            kind = "camera" if text.startswith("/dev/") else "stream"
+            self.description = f"{kind} {text}"
+            target = text
         else:
             path = Path(str(settings.uri)).expanduser()
             self.description = f"video file {path}"
@@ -65,7 +70,10 @@ class OpenCVSource:
 
     def _open(self) -> cv2.VideoCapture:
         try:
-            cap = cv2.VideoCapture(self._target)
+            if isinstance(self._target, str) and "!" in self._target:
+                cap = cv2.VideoCapture(self._target, cv2.CAP_GSTREAMER)
+            else:
+                cap = cv2.VideoCapture(self._target)
         except cv2.error as exc:
             raise SourceError(f"{self.description}: cannot open ({exc})") from None
         if not cap.isOpened():
