@@ -56,6 +56,10 @@ class RecordingCapture:
         self._capture = capture
         self.last_frame: Frame | None = None
 
+    def start(self) -> RecordingCapture:
+        self._capture.start()
+        return self
+
     def get(self, timeout: float = 1.0) -> Frame | None:
         frame = self._capture.get(timeout)
         if frame is not None:
@@ -237,7 +241,7 @@ class Daemon:
             ),
         )
         self.publisher.start()  # never blocks on the broker: events queue in the outbox
-        self.capture._capture.start()
+        self.capture.start()
         worker = threading.Thread(target=self._run_pipeline, name="pipeline", daemon=True)
         worker.start()
         self.notifier.ready(f"sorting, model {self.models.model_version}")
@@ -274,12 +278,23 @@ class Daemon:
             log.info(
                 "source ended; delivering the outbox", extra=fields(items=self.pipeline.events)
             )
-            return 0 if self._drain(self.config.drain_timeout_s) else 1
+            drained = self._drain(self.config.drain_timeout_s)
+            return 0 if drained or self.stop_event.is_set() else 1
         return 1
 
     def _drain(self, timeout: float) -> bool:
+        """Wait for the broker to take every pending event (it may be down: keep waiting),
+        bounded by ``timeout``; SIGTERM cuts it short. The watchdog keeps being fed: the
+        daemon is doing its job, not hanging."""
         self.notifier.status("delivering the outbox")
-        drained = bool(self.publisher.drain(timeout))
+        deadline = time.monotonic() + timeout
+        drained = False
+        while not drained:
+            self.notifier.watchdog()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stop_event.is_set():
+                break
+            drained = bool(self.publisher.drain(min(remaining, 0.5)))
         pending = self.publisher.outbox.pending_count()
         if drained:
             log.info("outbox delivered", extra=fields(pending=pending))

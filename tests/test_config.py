@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +246,57 @@ def test_help_is_light_and_documents_the_config() -> None:
     assert result.returncode == 0
     assert "--config" in result.stdout and "--check" in result.stdout
     assert "bin_id" in result.stdout
+
+
+# -- the shipped files ----------------------------------------------------------------------
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware_config"
+
+
+def test_example_config_loads_and_documents_every_key() -> None:
+    import dataclasses
+
+    config = load_config(FIRMWARE / "smartbin.toml", env={})
+    assert config.bin_id == "kitchen-01" and config.source.kind == "picamera2"
+    text = (FIRMWARE / "smartbin.toml").read_text()
+    tables = {
+        "": BinConfig,
+        "source": type(config.source),
+        "presence": type(config.presence),
+        "mqtt": type(config.mqtt),
+        "health": type(config.health),
+        "logging": type(config.logging),
+    }
+    for table, cls in tables.items():
+        if table:
+            section = text.split(f"\n[{table}]\n", 1)[1].split("\n[", 1)[0]
+        else:
+            section = text.split("\n[", 1)[0]
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("toml", True) or dataclasses.is_dataclass(f.type):
+                continue
+            if f.name in tables:
+                continue
+            pattern = rf"^#? ?{f.name} = "
+            assert re.search(pattern, section, re.M), f"[{table}] {f.name} is not documented"
+
+
+def test_demo_config_points_at_the_sample_clip() -> None:
+    config = load_config(FIRMWARE / "demo.toml", env={})
+    assert config.model == "default"
+    assert Path(str(config.source.uri)) == FIRMWARE / "sample" / "demo.mp4"
+    assert config.source.loop is False
+    assert (config.mqtt.host, config.mqtt.port) == ("127.0.0.1", 1883)
+
+
+def test_service_unit_is_a_notify_service_with_a_watchdog() -> None:
+    unit = (FIRMWARE / "smartbin.service").read_text()
+    for line in (
+        "Type=notify",
+        "Restart=always",
+        "StateDirectory=smartbin",
+        "User=smartbin",
+        "ExecStart=/opt/smartbin/.venv/bin/smartbin run --config /etc/smartbin/smartbin.toml",
+    ):
+        assert re.search(rf"^{re.escape(line)}$", unit, re.M), line
+    assert re.search(r"^WatchdogSec=\d+", unit, re.M) and re.search(r"^RestartSec=\d+", unit, re.M)
