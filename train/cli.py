@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument(
         "--cut-layer",
-        default="block_12_add",
+        default="block_9_add",
         help="last frozen backbone layer ('input' = fine-tune the whole backbone)",
     )
     parser.add_argument("--views", type=int, default=4, help="augmented views cached per image")
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=20, help="phase 2 epochs (fine-tuning)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr-head", type=float, default=1e-3, help="phase 1 learning rate")
-    parser.add_argument("--lr", type=float, default=3e-4, help="phase 2 peak learning rate")
+    parser.add_argument("--lr", type=float, default=1e-4, help="phase 2 peak learning rate")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
     parser.add_argument("--dropout", type=float, default=0.2)
     parser.add_argument("--label-smoothing", type=float, default=0.1)

@@ -41,13 +41,13 @@ class TrainConfig:
     weights: str | None
     input_size: int = 224
     alpha: float = 1.0
-    cut_layer: str = "block_12_add"
+    cut_layer: str = "block_9_add"
     views: int = 4
     head_epochs: int = 30
     epochs: int = 20
     batch_size: int = 32
     lr_head: float = 1e-3
-    lr: float = 3e-4
+    lr: float = 1e-4
     patience: int = 5
     dropout: float = 0.2
     label_smoothing: float = 0.1
@@ -283,8 +283,13 @@ def train(config: TrainConfig) -> Path:
     if config.epochs > 0:
         set_backbone_trainable(model, True)
         dataset = _make_view_dataset(train_cache, y_train, w_train, config.batch_size, config.seed)
+        # One epoch of warm-up: full-size Adam steps on freshly unfrozen pretrained kernels
+        # wreck them (seen: material accuracy 0.88 -> 0.51 in the first epoch without it).
         schedule = keras.optimizers.schedules.CosineDecay(
-            config.lr, decay_steps=max(1, config.epochs * len(dataset))
+            0.0,
+            decay_steps=max(1, (config.epochs - 1) * len(dataset)),
+            warmup_target=config.lr,
+            warmup_steps=len(dataset),
         )
         _compile(model.top, schedule, config.label_smoothing)
         fit = model.top.fit(
