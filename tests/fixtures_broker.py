@@ -11,7 +11,9 @@ Fixtures:
 * ``broker_factory(**options)``: more brokers: ``persistence=True`` (sessions and retained
   messages survive :meth:`Broker.stop`/:meth:`Broker.start`), ``users={"name": "pw"}``
   (password file made by ``mosquitto_passwd -b``, anonymous refused), ``tls=True`` (a CA and a
-  server certificate for 127.0.0.1 generated with ``openssl``; ``broker.ca_file``).
+  server certificate for 127.0.0.1 generated with ``openssl``; ``broker.ca_file``),
+  ``config_text=lambda broker: ...`` (your own mosquitto.conf, e.g. a shipped example with
+  its port and paths rewritten to ``broker.port`` and ``broker.workdir``).
 * ``subscriber_factory(broker, topics=("#",), **options)``: a paho client that records every
   message; ``wait_for(topic, n, timeout)`` blocks until ``n`` messages arrived on a topic.
 """
@@ -97,6 +99,7 @@ class Broker:
         persistence: bool = False,
         users: dict[str, str] | None = None,
         tls: bool = False,
+        config_text: Callable[[Broker], str] | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,7 @@ class Broker:
         self.persistence = persistence
         self.users = dict(users or {})
         self.tls = tls
+        self.config_text = config_text
         self.ca_file: Path | None = None
         self.log_file = workdir / "mosquitto.log"
         self.conf_file = workdir / "mosquitto.conf"
@@ -112,8 +116,10 @@ class Broker:
         self._write_config()
 
     def _write_config(self) -> None:
+        """Generate the config; ``config_text(self)`` replaces it (the password file ``passwd``
+        and the ``pki/`` folder are still made in the work dir for it to point at)."""
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name}"  # no privilege drop as root
         lines = [
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}",  # no privilege drop when run as root
             f"listener {self.port} {HOST}",
             f"log_dest file {self.log_file}",
             "log_type all",
@@ -144,7 +150,8 @@ class Broker:
                 f"certfile {pki['cert_file']}",
                 f"keyfile {pki['key_file']}",
             ]
-        self.conf_file.write_text("\n".join(lines) + "\n")
+        body = "\n".join(lines) if self.config_text is None else self.config_text(self)
+        self.conf_file.write_text(f"{user}\n{body}\n")
 
     @property
     def running(self) -> bool:

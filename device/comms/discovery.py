@@ -177,7 +177,7 @@ def discovery_configs(
     for cmd, name, icon in BUTTONS:
         add(
             "button",
-            cmd,
+            f"button_{cmd}",
             name,
             command_topic=topics.cmd,
             payload_press=json.dumps({"cmd": cmd, "id": "homeassistant"}),
