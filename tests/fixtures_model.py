@@ -44,10 +44,10 @@ def make_picture(colour: tuple[int, int, int], seed: int, width: int = 96, heigh
     pixels[:] = background
     yy, xx = np.mgrid[0:height, 0:width]
     cy, cx = height / 2 + rng.integers(-6, 7), width / 2 + rng.integers(-6, 7)
-    ry, rx = height * rng.uniform(0.3, 0.45), width * rng.uniform(0.25, 0.4)
+    ry, rx = height * rng.uniform(0.4, 0.55), width * rng.uniform(0.35, 0.5)
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
     pixels[inside] = colour
-    pixels += rng.integers(-12, 13, size=pixels.shape)
+    pixels += rng.integers(-6, 7, size=pixels.shape)
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
