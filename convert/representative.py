@@ -10,25 +10,15 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from smartbin.device.preprocess import load_image_rgb, prepare_image
 from smartbin.errors import ImageReadError, SmartbinError
+from smartbin.train.evaluate import Labelled
 
 log = logging.getLogger(__name__)
-
-
-class Labelled(Protocol):
-    """What conversion and evaluation need of an image: ``train.data.Sample`` fits."""
-
-    path: Path
-    binary: int | None
-    material: int | None
-    source: str
 
 
 def stratum(item: Labelled) -> tuple[int | None, int | None]:
