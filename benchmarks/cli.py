@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smartbin.argtypes import non_negative_int, positive_int
+
 LATENCY_DESCRIPTION = """\
 Time the bin's classifier on this machine through the real device code: for each
 interpreter thread count, the preprocessing of a camera-sized frame (prepare_image) and the
@@ -36,26 +38,6 @@ def _frame(text: str) -> tuple[int, int]:
         return parse_frame(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -103,9 +85,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N[,N...]",
         help="interpreter thread counts to measure (default 1,2,4)",
     )
-    latency.add_argument("--runs", type=_positive, default=200, help="timed frames per count")
+    latency.add_argument("--runs", type=positive_int, default=200, help="timed frames per count")
     latency.add_argument(
-        "--warmup", type=_non_negative, default=20, help="untimed frames first (default 20)"
+        "--warmup", type=non_negative_int, default=20, help="untimed frames first (default 20)"
     )
     latency.add_argument(
         "--image",
@@ -130,10 +112,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_common(memory)
     memory.add_argument(
-        "--runs", type=_positive, default=50, help="inferences before the last reading"
+        "--runs", type=positive_int, default=50, help="inferences before the last reading"
     )
     memory.add_argument(
-        "--threads", type=_positive, default=None, help="interpreter threads (default: runtime's)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="interpreter threads (default: runtime's)",
     )
     memory.set_defaults(func=_run_memory)
 

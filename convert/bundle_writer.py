@@ -32,7 +32,7 @@ EDGETPU_FILE = "model_edgetpu.tflite"
 
 def default_model_version(model_sha256: str, now: dt.datetime | None = None) -> str:
     """``<UTC date>-<first 8 of sha256>``: sortable by date, unique per model file."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return f"{now:%Y%m%d}-{model_sha256[:8]}"
 
 
@@ -50,7 +50,7 @@ def build_manifest(
     created: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The ``smartbin-bundle/1`` manifest for a model file that already sits in its folder."""
-    created = created or dt.datetime.now(dt.timezone.utc)
+    created = created or dt.datetime.now(dt.UTC)
     sha = sha256_file(model_path)
     model: dict[str, Any] = {
         "file": model_path.name,

@@ -10,25 +10,7 @@ import argparse
 import shlex
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
+from smartbin.argtypes import positive_int, probability
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument(
         "--calibration-images",
-        type=_positive_int,
+        type=positive_int,
         default=300,
         metavar="N",
         help="training images used to calibrate int8 ranges, stratified over classes "
@@ -70,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument(
         "--unknown-threshold",
-        type=_probability,
+        type=probability,
         default=0.5,
         metavar="P",
         help="the bin answers 'unknown' below this confidence (stored in the bundle; default 0.5)",
@@ -105,11 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--report-dir", metavar="DIR", help="where plots go (default: next to OUT.json)"
     )
     evaluate.add_argument(
-        "--threads", type=_positive_int, metavar="N", help="interpreter threads (bundle only)"
+        "--threads", type=positive_int, metavar="N", help="interpreter threads (bundle only)"
     )
     evaluate.add_argument(
         "--unknown-threshold",
-        type=_probability,
+        type=probability,
         metavar="P",
         help="decision threshold (default: the bundle's, 0.5 for a .keras model)",
     )
@@ -128,9 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bundle", metavar="BUNDLE", help="bundle folder, its bundle.json, or `default`"
     )
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    classify.add_argument("--threads", type=_positive_int, metavar="N", help="interpreter threads")
+    classify.add_argument("--threads", type=positive_int, metavar="N", help="interpreter threads")
     classify.add_argument(
-        "--top", type=_positive_int, default=3, metavar="K", help="material classes shown (3)"
+        "--top", type=positive_int, default=3, metavar="K", help="material classes shown (3)"
     )
     classify.set_defaults(func=_classify)
 

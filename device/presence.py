@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -32,7 +32,7 @@ from smartbin.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-class PresenceState(str, Enum):
+class PresenceState(StrEnum):
     LEARNING = "learning"
     EMPTY = "empty"
     ENTERING = "entering"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smartbin.argtypes import float_between, int_at_least, positive_int
+
 DEFAULT_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet.h5"
 
 
@@ -32,28 +34,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_WEIGHTS,
         help="local ImageNet MobileNetV2 no-top .h5 file (never downloaded); 'none' = random",
     )
-    parser.add_argument("--input-size", type=int, default=224, help="square input, pixels")
+    parser.add_argument(
+        "--input-size", type=int_at_least(32), default=224, help="square input (px)"
+    )
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument(
         "--cut-layer",
         default="block_9_add",
         help="last frozen backbone layer ('input' = fine-tune the whole backbone)",
     )
-    parser.add_argument("--views", type=int, default=4, help="augmented views cached per image")
-    parser.add_argument("--head-epochs", type=int, default=30, help="phase 1 epochs (heads)")
-    parser.add_argument("--epochs", type=int, default=20, help="phase 2 epochs (fine-tuning)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--views", type=positive_int, default=4, help="cached views per image")
+    parser.add_argument("--head-epochs", type=int_at_least(0), default=30, help="phase 1 (heads)")
+    parser.add_argument("--epochs", type=int_at_least(0), default=20, help="phase 2 (fine-tune)")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--lr-head", type=float, default=1e-3, help="phase 1 learning rate")
     parser.add_argument("--lr", type=float, default=1e-4, help="phase 2 peak learning rate")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience")
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience")
+    parser.add_argument("--dropout", type=float_between(0.0, 0.9), default=0.2)
+    parser.add_argument("--label-smoothing", type=float_between(0.0, 0.5), default=0.1)
+    parser.add_argument("--val-fraction", type=float_between(0.01, 0.99), default=0.2)
     parser.add_argument(
-        "--limit-per-class", type=int, default=None, help="small config: at most N per class"
+        "--limit-per-class",
+        type=positive_int,
+        default=None,
+        help="at most N per class",
     )
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--workers", type=int, default=2, help="image decoding threads")
+    parser.add_argument("--workers", type=positive_int, default=2, help="image decoding threads")
     parser.set_defaults(func=_run_train)
 
     try:
@@ -72,8 +79,6 @@ def _run_train(args: argparse.Namespace) -> int:
     weights = None if str(args.weights).lower() == "none" else args.weights
     if weights is not None and not Path(weights).is_file():
         raise SmartbinError(f"weights file not found: {weights} (pass --weights PATH or none)")
-    if not 0 < args.val_fraction < 1:
-        raise SmartbinError("--val-fraction must be between 0 and 1")
 
     from smartbin.train.fit import TrainConfig, train
 

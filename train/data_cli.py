@@ -8,25 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
+from smartbin.argtypes import fraction, positive_int
 
 
 def register_data(sub: argparse._SubParsersAction) -> None:
@@ -58,13 +40,13 @@ def register_data(sub: argparse._SubParsersAction) -> None:
     )
     report.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.2,
         help="validation fraction for the split preview (default 0.2)",
     )
     report.add_argument("--seed", default="smartbin", help="split seed (default 'smartbin')")
     report.add_argument(
-        "--grid", type=_positive, default=4, help="thumbnails per side of a grid (default 4)"
+        "--grid", type=positive_int, default=4, help="thumbnails per side of a grid (default 4)"
     )
     report.set_defaults(func=_run_report)
 
