@@ -81,7 +81,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="BUNDLE_OR_MODEL",
         help="bundle folder, its bundle.json, `default` (the shipped bundle) or a .keras file",
     )
-    evaluate.add_argument("data", nargs="+", metavar="DATA_DIR", help="labelled image folder(s)")
+    evaluate.add_argument("data", nargs="*", metavar="DATA_DIR", help="labelled image folder(s)")
+    evaluate.add_argument(
+        "--split",
+        metavar="RUN_DIR",
+        help="instead of DATA_DIR: the validation images listed in RUN_DIR/run.json "
+        "(held out from that training run)",
+    )
     evaluate.add_argument("--json", required=True, metavar="OUT.json", help="report file to write")
     evaluate.add_argument(
         "--report-dir", metavar="DIR", help="where plots go (default: next to OUT.json)"

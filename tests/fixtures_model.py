@@ -13,7 +13,6 @@ is session-scoped: built once (~20-30 s on one core), shared by all tests.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -76,75 +75,37 @@ def make_image_tree(
     return entries
 
 
-def train_tiny_model(entries: list[dict], steps: int = 10):
-    """Build the real two-head model (random init) and fit it briefly with masked losses."""
-    import keras
-    import tensorflow as tf
-
-    from smartbin.device.preprocess import load_image_rgb, prepare_image
-    from smartbin.train.model import build_model
-
-    keras.utils.set_random_seed(0)
-    model = build_model(TINY_SIZE, None, alpha=0.35).full
-    x = np.stack([prepare_image(load_image_rgb(e["path"]), TINY_SIZE) for e in entries])
-    x = tf.constant(x.astype(np.float32))
-    targets = {}
-    for head, classes in (("binary", 2), ("material", 6)):
-        labels = np.array([-1 if e[head] is None else e[head] for e in entries])
-        mask = (labels >= 0).astype(np.float32)
-        onehot = np.eye(classes, dtype=np.float32)[np.maximum(labels, 0)] * mask[:, None]
-        targets[head] = (tf.constant(onehot), tf.constant(mask))
-    optimizer = keras.optimizers.Adam(2e-3)
-    variables = model.trainable_variables
-    for _ in range(steps):
-        with tf.GradientTape() as tape:
-            out = model(x, training=True)
-            loss = 0.0
-            for head, (onehot, mask) in targets.items():
-                ce = -tf.reduce_sum(onehot * tf.math.log(out[head] + 1e-7), axis=-1)
-                loss += tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-    # BatchNorm trained on batch statistics; its moving averages (momentum 0.999) have barely
-    # moved in a few steps. Set them to this data's statistics so inference matches training.
-    norms = [
-        layer
-        for layer in model._flatten_layers()
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    momenta = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(x, training=True)
-    for layer, momentum in zip(norms, momenta, strict=True):
-        layer.momentum = momentum
-    return model
-
-
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> dict[str, list[dict]]:
-    """Generated train (3 per class) and validation (2 per class) trees."""
-    root = tmp_path_factory.mktemp("tiny_data")
-    return {
-        "train": make_image_tree(root / "train", per_class=3, seed=1),
-        "validation": make_image_tree(root / "validation", per_class=2, seed=2),
-    }
+def tiny_data(tmp_path_factory) -> Path:
+    """A generated class-per-folder tree: 6 pictures for each of the 7 class folders."""
+    root = tmp_path_factory.mktemp("tiny_data") / "shapes"
+    make_image_tree(root, per_class=6, seed=1)
+    return root
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_data) -> Path:
-    """A run folder as ``smartbin train`` writes it: model.keras + run.json."""
+    """A real ``smartbin train`` run (random-init MobileNetV2 0.35 at 64 px, a few epochs)."""
+    from smartbin.train.fit import TrainConfig, train
+
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    model = train_tiny_model(tiny_data["train"])
-    model.save(run_dir / "model.keras")
-    run = {
-        "config": {"input_size": TINY_SIZE, "alpha": 0.35, "weights": None, "steps": 10},
-        "data": {"sources": ["train"], "train": {"total": len(tiny_data["train"])}},
-        "split": tiny_data,
-        "history": {},
-        "command": "tests/fixtures_model.py (generated shapes)",
-    }
-    (run_dir / "run.json").write_text(json.dumps(run, indent=2), encoding="utf-8")
-    return run_dir
+    config = TrainConfig(
+        data=[str(tiny_data)],
+        out=str(run_dir),
+        weights=None,
+        input_size=TINY_SIZE,
+        alpha=0.35,
+        views=2,
+        head_epochs=15,
+        epochs=3,
+        batch_size=8,
+        lr_head=3e-3,
+        lr=1e-3,
+        patience=15,
+        val_fraction=0.25,
+        workers=1,
+    )
+    return train(config)
 
 
 @pytest.fixture(scope="session")

@@ -431,8 +431,19 @@ def run_evaluate(args: Any) -> int:
     out_json = Path(args.json).expanduser()
     if out_json.parent and not out_json.parent.is_dir():
         raise SmartbinError(f"--json: folder {out_json.parent} does not exist")
+    split_run = getattr(args, "split", None)
+    if bool(args.data) == bool(split_run):
+        raise SmartbinError("give either DATA_DIR folder(s) or --split RUN_DIR")
     predictor = open_predictor(args.model, args.threads, args.unknown_threshold)
-    samples, problems = discover(args.data)
+    if split_run:
+        # The run's own held-out images: what the README's figures are measured on.
+        from smartbin.convert.pipeline import read_run
+
+        run = read_run(Path(split_run).expanduser())
+        samples, problems = labelled_from_entries(run["split"].get("validation", [])), []
+        args.data = [f"{split_run} (validation split)"]
+    else:
+        samples, problems = discover(args.data)
     for problem in problems[:10]:
         log.warning("skipped %s: %s", problem.path, problem.reason)
     if len(problems) > 10:

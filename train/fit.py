@@ -224,6 +224,31 @@ def _validation_accuracy(probs: dict, samples: list[Sample]) -> dict:
     return result
 
 
+def estimate_batchnorm(model, images: np.ndarray) -> None:
+    """Set every BatchNorm's statistics from one batch of training images.
+
+    Only for a backbone without pretrained weights (``--weights none``, the tests' tiny
+    models): its BatchNorm layers still hold their initial statistics (mean 0, variance 1),
+    which leave a frozen random backbone's features vanishing or saturated, so the heads learn
+    nothing. One forward pass in training mode with momentum 0 makes the stored statistics
+    those of the data; inference then normalises like training does.
+    """
+    import keras
+
+    def walk(layer):
+        yield layer
+        for child in getattr(layer, "layers", []):
+            yield from walk(child)
+
+    norms = [x for x in walk(model) if isinstance(x, keras.layers.BatchNormalization)]
+    saved = [(layer.momentum, layer.trainable) for layer in norms]
+    for layer in norms:
+        layer.momentum, layer.trainable = 0.0, True
+    model(images.astype("float32"), training=True)
+    for layer, (momentum, trainable) in zip(norms, saved, strict=True):
+        layer.momentum, layer.trainable = momentum, trainable
+
+
 def train(config: TrainConfig) -> Path:
     """Run both phases and write ``model.keras`` + ``run.json`` into ``config.out``."""
     import keras
@@ -253,6 +278,8 @@ def train(config: TrainConfig) -> Path:
         val_images = load_images(split.validation, size, workers, "load validation")
     except ImageReadError as exc:  # discover verified them; a file changed since
         raise SmartbinError(f"image became unreadable during training: {exc}") from None
+    if config.weights is None:
+        estimate_batchnorm(model.full, train_images[:256])
     augment = _augmenter(config.seed)
     train_cache = cache_views(model.bottom, train_images, config.views, augment, 64, "cache train")
     val_cache = cache_views(model.bottom, val_images, 1, None, 64, "cache validation")
