@@ -14,6 +14,7 @@ the material head only; the other head gets sample weight 0, never an invented l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,14 @@ from tqdm import tqdm
 from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
 from smartbin.device.preprocess import load_image_rgb, prepare_image
 from smartbin.errors import ImageReadError, SmartbinError
-from smartbin.train.data import Sample, class_weights, discover, split_samples
+from smartbin.train.data import (
+    DataSplit,
+    Problem,
+    Sample,
+    class_weights,
+    discover,
+    split_samples,
+)
 
 log = logging.getLogger(__name__)
 HEADS = ("binary", "material")
@@ -249,11 +257,26 @@ def estimate_batchnorm(model, images: np.ndarray) -> None:
         layer.momentum, layer.trainable = momentum, trainable
 
 
+def distribution_scope() -> contextlib.AbstractContextManager:
+    """``tf.distribute.MirroredStrategy`` when TensorFlow sees more than one GPU (batches are
+    split across them); a no-op on one GPU, a CPU, or another Keras backend."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) < 2:
+        return contextlib.nullcontext()
+    strategy = tf.distribute.MirroredStrategy()
+    log.info("training on %d GPUs (MirroredStrategy)", strategy.num_replicas_in_sync)
+    return strategy.scope()
+
+
 def train(config: TrainConfig) -> Path:
     """Run both phases and write ``model.keras`` + ``run.json`` into ``config.out``."""
     import keras
-
-    from smartbin.train.model import build_model, set_backbone_trainable
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,6 +291,16 @@ def train(config: TrainConfig) -> Path:
     if not split.train or not split.validation:
         raise SmartbinError("not enough images for a train/validation split")
     log.info("train %d images, validation %d", len(split.train), len(split.validation))
+
+    with distribution_scope():
+        return _train(config, split, problems, out)
+
+
+def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: Path) -> Path:
+    """Build, cache, fit both phases and save (inside the distribution scope)."""
+    import keras
+
+    from smartbin.train.model import build_model, set_backbone_trainable
 
     model = build_model(
         config.input_size, config.weights, config.alpha, config.dropout, config.cut_layer
