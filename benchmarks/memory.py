@@ -79,9 +79,9 @@ def measure_in_this_process(
     from smartbin.benchmarks.latency import DEFAULT_FRAME, synthetic_frame
     from smartbin.device.bundle import load_bundle
     from smartbin.device.classifier import Classifier
-    from smartbin.device.runtime import _runtime_module
+    from smartbin.device.runtime import runtime_module
 
-    _runtime_module()  # the interpreter module the classifier will use (LiteRT first)
+    runtime_module()  # the interpreter module the classifier will use (LiteRT first)
     frame = synthetic_frame(DEFAULT_FRAME)
     stages["imports"] = _snapshot()
 

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 EDGETPU_LIBRARY = "libedgetpu.so.1"
 
 
-def _runtime_module() -> tuple[Any, str]:
+def runtime_module() -> tuple[Any, str]:
     """The interpreter module of whichever runtime is installed (LiteRT first)."""
     try:
         from ai_edge_litert import interpreter as litert
@@ -38,7 +38,7 @@ def _runtime_module() -> tuple[Any, str]:
 
 def load_edgetpu_delegate() -> Any | None:
     """The Edge TPU delegate, or None (logged) when libedgetpu or the device is absent."""
-    module, _ = _runtime_module()
+    module, _ = runtime_module()
     try:
         return module.load_delegate(EDGETPU_LIBRARY)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -50,7 +50,7 @@ def make_interpreter(
     model_path: Path, num_threads: int | None = None, delegate: Any | None = None
 ) -> tuple[Any, str]:
     """A ready (tensors allocated) interpreter and the runtime's name."""
-    module, name = _runtime_module()
+    module, name = runtime_module()
     delegates = [delegate] if delegate is not None else None
     try:
         interpreter = module.Interpreter(
