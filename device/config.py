@@ -82,7 +82,8 @@ class BinConfig:
     edgetpu: bool = True
     #: None = the threshold written in the bundle.
     unknown_threshold: float | None = None
-    #: Outbox database and other state. Absent: $STATE_DIRECTORY (systemd) or /var/lib/smartbin.
+    #: Outbox database and other state. Absent: $STATE_DIRECTORY (systemd), /var/lib/smartbin
+    #: if writable, else $XDG_STATE_HOME/smartbin (~/.local/state/smartbin).
     state_dir: Path = field(default_factory=lambda: Path(DEFAULT_STATE_DIR))
     #: Reload when the bundle's files change (a new model copied in place).
     watch_model: bool = False
@@ -347,6 +348,22 @@ def _check_model(config: BinConfig, ctx: _Context) -> None:
     config.model = str(path)
 
 
+def default_state_dir(env: typing.Mapping[str, str]) -> Path:
+    """Where state goes when the config names no ``state_dir``.
+
+    systemd's StateDirectory= first (several folders are ':'-separated; the first is ours),
+    then /var/lib/smartbin when this user may write there, else the user's XDG state folder,
+    so that a bin started by hand without root still keeps its outbox somewhere durable.
+    """
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    system = Path(DEFAULT_STATE_DIR)
+    if os.access(system if system.exists() else system.parent, os.W_OK):
+        return system
+    xdg = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/state")
+    return Path(xdg) / "smartbin"
+
+
 def load_config(path: str | Path, env: typing.Mapping[str, str] | None = None) -> BinConfig:
     """Read, validate and resolve a config file; every problem is one :class:`ConfigError`."""
     env = os.environ if env is None else env
@@ -360,9 +377,8 @@ def load_config(path: str | Path, env: typing.Mapping[str, str] | None = None) -
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: invalid TOML: {exc}") from None
     ctx = _Context(file)
-    if "state_dir" not in data and env.get("STATE_DIRECTORY"):
-        # systemd's StateDirectory= (several folders are ':'-separated; the first is ours).
-        data["state_dir"] = env["STATE_DIRECTORY"].split(":")[0]
+    if "state_dir" not in data:
+        data["state_dir"] = str(default_state_dir(env))
     config = build_dataclass(BinConfig, data, ctx)
     config.config_file = file
     _check_model(config, ctx)

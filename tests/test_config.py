@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -300,3 +301,14 @@ def test_service_unit_is_a_notify_service_with_a_watchdog() -> None:
     ):
         assert re.search(rf"^{re.escape(line)}$", unit, re.M), line
     assert re.search(r"^WatchdogSec=\d+", unit, re.M) and re.search(r"^RestartSec=\d+", unit, re.M)
+
+
+def test_default_state_dir_without_systemd_or_root(tmp_path: Path) -> None:
+    from smartbin.device.config import DEFAULT_STATE_DIR, default_state_dir
+
+    assert default_state_dir({"STATE_DIRECTORY": "/a:/b"}) == Path("/a")
+    chosen = default_state_dir({"XDG_STATE_HOME": str(tmp_path)})
+    if os.access(Path(DEFAULT_STATE_DIR).parent, os.W_OK):  # running as root
+        assert chosen == Path(DEFAULT_STATE_DIR)
+    else:
+        assert chosen == tmp_path / "smartbin"

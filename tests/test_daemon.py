@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from smartbin.benchmarks.clips import make_clip
+from smartbin.device.bundle import default_bundle_path
 
 DATA = Path(__file__).parent / "data" / "trashnet"
 BIN = "bin-01"
@@ -407,3 +408,24 @@ def test_log_lines_are_one_line_each() -> None:
     data = json.loads(JsonFormatter().format(record))
     assert data["msg"] == "sort event" and data["decision"] == "glass"
     assert data["probs"] == {"a": 0.5} and data["level"] == "INFO"
+
+
+def test_minimal_config_uses_the_shipped_model(
+    tmp_path, broker, subscriber_factory, daemons, clip
+) -> None:
+    """The issue's minimal config, as written: no `model` key -> the shipped default bundle."""
+    clip_path, shown = clip
+    config = tmp_path / "bin.toml"
+    config.write_text(
+        f'bin_id = "{BIN}"\n[source]\nkind = "opencv"\nuri = "{clip_path}"\nloop = false\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n'
+    )
+    sub = subscriber_factory(broker, [PREFIX + "event"])
+    # No state_dir in the file: where systemd would point it (STATE_DIRECTORY), not /var/lib.
+    daemon = daemons(config, env={"STATE_DIRECTORY": str(tmp_path / "state")})
+    assert daemon.wait(120) == 0, daemon.log()[-3000:]
+    events = events_of(sub)
+    assert len(events) == shown, daemon.log()[-3000:]
+    shipped = json.loads((default_bundle_path() / "bundle.json").read_text())
+    assert {e["model_version"] for e in events} == {shipped["model_version"]}
+    assert (tmp_path / "state" / "state.db").is_file()
