@@ -356,3 +356,14 @@ def subscriber_factory() -> Iterator[Callable[..., Subscriber]]:
     yield make
     for subscriber in subscribers:
         subscriber.close()
+
+
+def first_occurrences(ids: list[str]) -> list[str]:
+    """``ids`` without repeats, in order of first arrival.
+
+    Delivery is at-least-once: a broker that dies between forwarding an event and acknowledging
+    it to the bin gets the same event id again on reconnect. Order and completeness are judged
+    on first arrivals; the number of repeats is checked separately.
+    """
+    seen: set[str] = set()
+    return [i for i in ids if not (i in seen or seen.add(i))]

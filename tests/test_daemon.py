@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures_broker import first_occurrences
 
 from smartbin.benchmarks.clips import make_clip
 from smartbin.device.bundle import default_bundle_path
@@ -227,9 +228,14 @@ def test_broker_restart_mid_run_loses_nothing(
     time.sleep(1.5)
     broker.start()
     assert daemon.wait(90) == 0, daemon.log()[-3000:]
-    ids = [m.json()["id"] for m in sub.wait_for(PREFIX + "event", shown, timeout=20)]
-    assert ids == daemon.event_ids()  # all of them, once each, in order
-    assert len(ids) == shown
+    expected = daemon.event_ids()
+    assert len(expected) == shown
+    # Wait for the last event itself: an at-least-once repeat of an event that was in flight
+    # when the broker died could make up a message count before every event arrived.
+    sub.wait_until(PREFIX + "event", lambda m: m.json()["id"] == expected[-1], timeout=20)
+    ids = [m.json()["id"] for m in sub.on(PREFIX + "event")]
+    assert first_occurrences(ids) == expected  # all of them, in order, none invented
+    assert len(ids) - len(expected) <= 1, f"more repeats than the one restart explains: {ids}"
 
 
 def _outbox_ids(db: Path) -> list[str]:

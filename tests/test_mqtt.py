@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_broker import Broker, Subscriber
+from fixtures_broker import Broker, Subscriber, first_occurrences
 
 from smartbin.device.comms.commands import (
     Command,
@@ -56,11 +56,6 @@ def expected_counts(events: list[SortEvent]) -> dict[str, int]:
     for e in events:
         counts[e.decision] += 1
     return counts
-
-
-def first_occurrences(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [i for i in ids if not (i in seen or seen.add(i))]
 
 
 @pytest.fixture
