@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from fixtures_model import make_image_tree
 
 from smartbin.cli import main
 from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES, ORGANIC, RECYCLABLE, TRASH
 from smartbin.train.data import Sample
-from smartbin.train.fit import targets
+from smartbin.train.evaluate import labelled_from_entries
+from smartbin.train.fit import blend_with_teacher, targets, teacher_predictions
 
 
 def _sample(binary: int | None, material: int | None) -> Sample:
@@ -57,6 +59,49 @@ def test_train_convert_evaluate_through_the_cli(tmp_path: Path) -> None:
     assert figures["material"]["n"] == sum(e["material"] is not None for e in labelled)
     assert figures["binary"]["n"] == sum(e["binary"] is not None for e in labelled)
     assert 0.0 <= figures["material"]["accuracy"] <= 1.0
+
+
+def test_distillation_targets_blend_known_labels_and_keep_masks() -> None:
+    samples = [_sample(ORGANIC, None), _sample(None, TRASH), _sample(RECYCLABLE, 1)]
+    y, _ = targets(samples, None)
+    teacher = {
+        "binary": np.array([[0.6, 0.4], [0.5, 0.5], [0.2, 0.8]], "float32"),
+        "material": np.full((3, len(MATERIAL_CLASSES)), 1.0 / len(MATERIAL_CLASSES), "float32"),
+    }
+    blended = blend_with_teacher(y, teacher, 0.25)
+    assert np.allclose(blended["binary"][0], [0.75 + 0.25 * 0.6, 0.25 * 0.4])
+    assert np.allclose(blended["binary"][2], [0.25 * 0.2, 0.75 + 0.25 * 0.8])
+    # Masked heads stay masked: no label is invented from the teacher.
+    assert not blended["material"][0].any() and not blended["binary"][1].any()
+    assert np.allclose(blended["material"][1].sum(), 1.0)
+    assert blended["material"][1].argmax() == TRASH
+
+
+def test_student_distilled_from_a_bundle_through_the_cli(
+    tmp_path: Path, tiny_data: Path, tiny_bundle: Path
+) -> None:
+    run = tmp_path / "student"
+    args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
+    args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "input"]
+    args += ["--views", "1", "--head-epochs", "0", "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--teacher", str(tiny_bundle), "--distill-weight", "0.7"]) == 0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["config"]["teacher"] == str(tiny_bundle)
+    assert "heads" not in saved["history"] and "fine_tune" in saved["history"]
+
+    # The teacher sees each training image at its own input size (64 px, not the student's 48).
+    train_items = labelled_from_entries(saved["split"]["train"])
+    soft = teacher_predictions(str(tiny_bundle), train_items, threads=1)
+    assert soft["material"].shape == (len(train_items), len(MATERIAL_CLASSES))
+    assert np.allclose(soft["binary"].sum(axis=1), 1.0, atol=0.02)
+
+
+def test_missing_teacher_exits_2_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--weights", "none"]
+    assert main([*args, "--teacher", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "teacher" in err[0] and "nope" in err[0]
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def test_train_bad_data_path_exits_2(tmp_path: Path, capsys) -> None:

@@ -61,6 +61,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=positive_int, default=2, help="image decoding threads")
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        metavar="BUNDLE_OR_MODEL",
+        help="knowledge distillation: a bundle ('default' = the shipped one) or a .keras model "
+        "whose predictions are blended into the training targets",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=float_between(0.0, 1.0),
+        default=0.5,
+        help="share of the teacher's probabilities in each target (with --teacher)",
+    )
     parser.set_defaults(func=_run_train)
 
     try:
@@ -79,6 +92,9 @@ def _run_train(args: argparse.Namespace) -> int:
     weights = None if str(args.weights).lower() == "none" else args.weights
     if weights is not None and not Path(weights).is_file():
         raise SmartbinError(f"weights file not found: {weights} (pass --weights PATH or none)")
+
+    if args.teacher is not None:
+        _check_teacher(args.teacher)
 
     from smartbin.train.fit import TrainConfig, train
 
@@ -102,7 +118,25 @@ def _run_train(args: argparse.Namespace) -> int:
         limit_per_class=args.limit_per_class,
         seed=args.seed,
         workers=args.workers,
+        teacher=args.teacher,
+        distill_weight=args.distill_weight,
     )
     out = train(config)
     print(f"wrote {out / 'model.keras'} and {out / 'run.json'}")
     return 0
+
+
+def _check_teacher(spec: str) -> None:
+    """Refuse a missing or broken teacher before minutes of image loading, not after."""
+    from smartbin.errors import SmartbinError
+
+    if spec.endswith(".keras"):
+        if not Path(spec).is_file():
+            raise SmartbinError(f"teacher model not found: {spec}")
+        return
+    from smartbin.device.bundle import load_bundle
+
+    try:
+        load_bundle(spec)
+    except SmartbinError as exc:
+        raise SmartbinError(f"teacher: {exc}") from None

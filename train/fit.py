@@ -10,6 +10,14 @@ pixels instead and fine-tunes the whole backbone (a GPU job).
 
 Missing labels are masked: an image of ``organic`` trains the binary head only, one of ``trash``
 the material head only; the other head gets sample weight 0, never an invented label.
+
+Knowledge distillation (``teacher``): small students (MobileNetV2 alpha 0.35/0.5) have no
+pretrained weights here, so they learn from a trained model instead. The teacher (a bundle or
+a ``.keras`` model, at its own input size) predicts every training image once; each known
+label's target becomes ``(1 - distill_weight) * one-hot + distill_weight * teacher``. The
+teacher's probabilities carry what it learned about similar classes (paper vs cardboard), which
+a one-hot label does not. A head whose label is missing stays masked: the teacher fills in no
+label the folder did not give.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ class TrainConfig:
     limit_per_class: int | None = None
     seed: int = 42
     workers: int = 2
+    teacher: str | None = None
+    distill_weight: float = 0.5
     extra: dict = field(default_factory=dict)
 
 
@@ -124,6 +134,34 @@ def targets(samples: list[Sample], weights: dict[str, dict[int, float]] | None) 
                 dtype="float32",
             )
     return y, w
+
+
+def blend_with_teacher(
+    y: dict[str, np.ndarray], teacher: dict[str, np.ndarray], weight: float
+) -> dict[str, np.ndarray]:
+    """Distillation targets: ``(1 - weight) * label + weight * teacher`` where a label is known;
+    a missing label's all-zero row stays all zero (masked, never invented)."""
+    blended = {}
+    for head in HEADS:
+        known = y[head].sum(axis=1, keepdims=True) > 0
+        soft = teacher[head] / np.maximum(teacher[head].sum(axis=1, keepdims=True), 1e-12)
+        blended[head] = np.where(known, (1.0 - weight) * y[head] + weight * soft, 0.0).astype(
+            "float32"
+        )
+    return blended
+
+
+def teacher_predictions(spec: str, samples: list[Sample], threads: int) -> dict[str, np.ndarray]:
+    """Both heads' probabilities of the teacher for each sample, in order, at the teacher's own
+    input size and through THE preprocessing."""
+    from smartbin.train.evaluate import open_predictor, predict_items
+
+    predictor = open_predictor(spec, threads, None)
+    predictions = predict_items(predictor, samples, desc="teacher")
+    if len(predictions.items) != len(samples):
+        failed = ", ".join(f["path"] for f in predictions.failed[:3])
+        raise SmartbinError(f"the teacher could not read every training image: {failed}")
+    return {"binary": predictions.binary, "material": predictions.material}
 
 
 def _augmenter(seed: int):
@@ -300,7 +338,7 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     """Build, cache, fit both phases and save (inside the distribution scope)."""
     import keras
 
-    from smartbin.train.model import build_model, set_backbone_trainable
+    from smartbin.train.model import FULL_FINE_TUNE, build_model, set_backbone_trainable
 
     model = build_model(
         config.input_size, config.weights, config.alpha, config.dropout, config.cut_layer
@@ -321,27 +359,35 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     head_weights = {h: class_weights(split.train, h) for h in HEADS}
     y_train, w_train = targets(split.train, head_weights)
     y_val, w_val = targets(split.validation, None)
+    if config.teacher is not None:
+        soft = teacher_predictions(config.teacher, split.train, config.workers)
+        y_train = blend_with_teacher(y_train, soft, config.distill_weight)
     history: dict = {}
 
-    # Phase 1: heads on pooled features of the frozen backbone.
-    set_backbone_trainable(model, False)
-    pooled_train = [
-        np.asarray(model.pooled.predict(v, batch_size=64, verbose=0)) for v in train_cache
-    ]
-    pooled_val = np.asarray(model.pooled.predict(val_cache[0], batch_size=64, verbose=0))
-    _compile(model.heads, config.lr_head, config.label_smoothing)
-    fit = model.heads.fit(
-        _make_view_dataset(pooled_train, y_train, w_train, config.batch_size, config.seed),
-        validation_data=(pooled_val, y_val, w_val),
-        epochs=config.head_epochs,
-        callbacks=_callbacks(config.patience, out / "heads.best.weights.h5"),
-        verbose=2,
-    )
-    history["heads"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
+    # Phase 1: heads on pooled features of the frozen backbone (skipped with head_epochs=0,
+    # e.g. for a student trained from scratch, whose random backbone has nothing to pool).
+    if config.head_epochs > 0:
+        set_backbone_trainable(model, False)
+        pooled_train = [
+            np.asarray(model.pooled.predict(v, batch_size=64, verbose=0)) for v in train_cache
+        ]
+        pooled_val = np.asarray(model.pooled.predict(val_cache[0], batch_size=64, verbose=0))
+        _compile(model.heads, config.lr_head, config.label_smoothing)
+        fit = model.heads.fit(
+            _make_view_dataset(pooled_train, y_train, w_train, config.batch_size, config.seed),
+            validation_data=(pooled_val, y_val, w_val),
+            epochs=config.head_epochs,
+            callbacks=_callbacks(config.patience, out / "heads.best.weights.h5"),
+            verbose=2,
+        )
+        history["heads"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
 
     # Phase 2: fine-tune the top of the backbone with the heads, cosine-decayed learning rate.
     if config.epochs > 0:
-        set_backbone_trainable(model, True)
+        # A whole backbone trained from scratch (a distilled student) learns its BatchNorm
+        # statistics too; pretrained ones, or a frozen random bottom, keep theirs.
+        from_scratch = config.weights is None and config.cut_layer == FULL_FINE_TUNE
+        set_backbone_trainable(model, True, batchnorm=from_scratch)
         dataset = _make_view_dataset(train_cache, y_train, w_train, config.batch_size, config.seed)
         # One epoch of warm-up: full-size Adam steps on freshly unfrozen pretrained kernels
         # wreck them (seen: material accuracy 0.88 -> 0.51 in the first epoch without it).

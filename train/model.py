@@ -101,11 +101,13 @@ def build_model(
     return TwoHeadModel(full, bottom, top, pooled, heads, trainable)
 
 
-def set_backbone_trainable(model: TwoHeadModel, trainable: bool) -> None:
-    """Freeze/unfreeze the top of the backbone; BatchNorm stays in inference mode throughout
-    (fine-tuning BN statistics on small batches hurts transfer learning)."""
+def set_backbone_trainable(model: TwoHeadModel, trainable: bool, batchnorm: bool = False) -> None:
+    """Freeze/unfreeze the top of the backbone. BatchNorm stays in inference mode unless
+    ``batchnorm``: fine-tuning pretrained BN statistics on small batches hurts transfer
+    learning, but a backbone trained from scratch (a distilled student) needs them learnt."""
     for layer in model.backbone_top_layers:
-        layer.trainable = trainable and not isinstance(layer, layers.BatchNormalization)
+        is_norm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = trainable and (batchnorm or not is_norm)
 
 
 def load_full_model(path: str | Path) -> keras.Model:
