@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -42,6 +43,8 @@ DEFAULT_STATE_DIR = "/var/lib/smartbin"
 #: What bin ids may contain: they become MQTT topic levels and Home Assistant object ids.
 BIN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Keys whose values never appear in an error message (a typo must not print a password).
+SECRET_KEY = re.compile(r"(password|passwd|secret|token)$", re.IGNORECASE)
 
 
 @dataclass
@@ -92,6 +95,10 @@ class BinConfig:
     drain_timeout_s: float = 60.0
     #: SIGTERM: how long to keep flushing the outbox before going offline anyway.
     stop_timeout_s: float = 10.0
+    #: Largest size of the outbox database in MB (None = as large as the disk allows).
+    outbox_max_mb: float | None = None
+    #: Events held in memory while the outbox cannot be written (full, locked).
+    outbox_memory_events: int = 10_000
     source: SourceSettings = field(default_factory=SourceSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -113,11 +120,21 @@ class BinConfig:
         for name in ("watch_interval_s", "drain_timeout_s", "stop_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.outbox_max_mb is not None and self.outbox_max_mb <= 0:
+            raise ConfigError(f"outbox_max_mb: must be > 0, got {self.outbox_max_mb}")
+        if self.outbox_memory_events < 1:
+            raise ConfigError(
+                f"outbox_memory_events: must be >= 1, got {self.outbox_memory_events}"
+            )
 
     @property
     def outbox_path(self) -> Path:
         """The outbox database (events not yet acknowledged, and the counts)."""
         return self.state_dir / STATE_FILE
+
+    @property
+    def outbox_max_bytes(self) -> int | None:
+        return None if self.outbox_max_mb is None else int(self.outbox_max_mb * 1024 * 1024)
 
 
 # -- the generic validator ---------------------------------------------------------------
@@ -197,6 +214,8 @@ def _coerce(value: Any, hint: Any, key: str, ctx: _Context) -> Any:
         raise _Mismatch("integer")
     if hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # TOML allows inf and nan; no setting means them
+                raise _Mismatch("finite number")
             return float(value)
         raise _Mismatch("number")
     if hint is str:
@@ -204,7 +223,7 @@ def _coerce(value: Any, hint: Any, key: str, ctx: _Context) -> Any:
             return value
         raise _Mismatch("string")
     if hint is Path:
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and value and "\0" not in value:
             return ctx.resolve(value)
         raise _Mismatch("path (non-empty string)")
     if origin in (list, tuple) or hint in (list, tuple):
@@ -283,8 +302,9 @@ def build_dataclass(cls: type[T], table: Any, ctx: _Context, section: str = "") 
         try:
             kwargs[name] = _coerce(value, hints[name], dotted(name), ctx)
         except _Mismatch as exc:
+            shown = "(hidden)" if SECRET_KEY.search(name) else repr(value)
             raise ctx.error(
-                dotted(name), f"expected {exc}, got {_toml_type(value)} {value!r}"
+                dotted(name), f"expected {exc}, got {_toml_type(value)} {shown}"
             ) from None
     try:
         return cls(**kwargs)

@@ -156,6 +156,8 @@ class Daemon:
                 frames=self.capture.frames,
                 dropped_frames=self.capture.dropped,
                 source=self.capture.description,
+                source_state=self.capture.state,
+                source_retry_s=self.capture.retry_in_s,
                 source_failures=self.capture.failures,
                 source_error=self.capture.last_error,
             )
@@ -167,6 +169,8 @@ class Daemon:
                 items=stats.get("events"),
                 presence_state=stats.get("presence_state"),
                 classify_errors=stats.get("classify_errors"),
+                bad_frames=stats.get("bad_frames"),
+                sink_errors=stats.get("sink_errors"),
             )
         data["cpu_temp_c"] = read_cpu_temp()
         if self.last_reload is not None:
@@ -207,7 +211,7 @@ class Daemon:
             raise ConfigError(
                 f"{cfg.config_file}: state_dir: cannot create {cfg.state_dir} ({exc.strerror})"
             ) from None
-        outbox = Outbox(cfg.outbox_path)
+        outbox = Outbox(cfg.outbox_path, max_bytes=cfg.outbox_max_bytes)
         models = self.models
         self.publisher = MqttPublisher(
             cfg.mqtt,
@@ -217,6 +221,7 @@ class Daemon:
             on_reload_model=self._cmd_reload,
             on_snapshot=self._cmd_snapshot,
             health_provider=self.health,  # published every health.interval_s while connected
+            held_capacity=cfg.outbox_memory_events,
         )
         self.pipeline = SortingPipeline(
             classifier,
@@ -238,6 +243,7 @@ class Daemon:
                 broker=f"{cfg.mqtt.host}:{cfg.mqtt.port}",
                 outbox=str(cfg.outbox_path),
                 pending=outbox.pending_count(),
+                outbox_max_mb=cfg.outbox_max_mb,
             ),
         )
         self.publisher.start()  # never blocks on the broker: events queue in the outbox

@@ -8,6 +8,10 @@ pipeline waits for the bin to be empty again.
 
 The classifier can be swapped at runtime (model reload) from another thread: the swap
 takes effect at the next item, so one item is never judged by two models.
+
+Every frame is checked first (:func:`check_frame`): greyscale, RGBA and 16-bit pictures are
+converted, anything else (wrong type, empty, absurd size) is skipped, counted in
+``bad_frames`` and logged with the reason; a bad frame never stops the pipeline.
 """
 
 from __future__ import annotations
@@ -31,11 +35,42 @@ from smartbin.device.presence import (
     PresenceUpdate,
     crop_roi,
 )
-from smartbin.device.sources.base import Frame
+from smartbin.device.sources.base import Frame, SourceError, ensure_rgb_uint8
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UNKNOWN_THRESHOLD = 0.5
+#: Frames outside these bounds are not pictures of a bin floor (or would cost gigabytes to
+#: resize: a 10000x1 strip becomes 2,240,000 x 224 at the model's input size).
+MIN_FRAME_SIDE = 16
+MAX_FRAME_SIDE = 8192
+MAX_ASPECT = 8.0
+#: A stream of bad frames logs the first one, then one line per this many.
+BAD_FRAME_LOG_EVERY = 100
+
+
+class BadFrame(ValueError):
+    """A frame the pipeline cannot use; the message says why."""
+
+
+def check_frame(rgb: object) -> np.ndarray:
+    """``rgb`` as an HxWx3 uint8 RGB picture of a usable size, or :class:`BadFrame`."""
+    if not isinstance(rgb, np.ndarray):
+        raise BadFrame(f"frame is a {type(rgb).__name__}, not a numpy array")
+    if rgb.ndim not in (2, 3):
+        raise BadFrame(f"frame has shape {rgb.shape}, expected HxW or HxWx3")
+    try:
+        rgb = ensure_rgb_uint8(rgb, bgr=False)
+    except SourceError as exc:
+        raise BadFrame(str(exc)) from None
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_FRAME_SIDE or max(height, width) > MAX_FRAME_SIDE:
+        raise BadFrame(
+            f"frame is {width}x{height}; sides must be {MIN_FRAME_SIDE}..{MAX_FRAME_SIDE} px"
+        )
+    if max(height, width) / min(height, width) > MAX_ASPECT:
+        raise BadFrame(f"frame is {width}x{height}, more elongated than {MAX_ASPECT:g}:1")
+    return rgb
 
 
 class ClassifierLike(Protocol):
@@ -87,6 +122,7 @@ class SortingPipeline:
         self.events = 0
         self.classify_errors = 0
         self.sink_errors = 0
+        self.bad_frames = 0
         self.inference_ms: deque[float] = deque(maxlen=stats_size)
         self.last_event: SortEvent | None = None
         self.last_update: PresenceUpdate | None = None
@@ -130,17 +166,28 @@ class SortingPipeline:
             "presence_state": self.detector.state.value,
             "classify_errors": self.classify_errors,
             "sink_errors": self.sink_errors,
+            "bad_frames": self.bad_frames,
             "model_version": getattr(self.classifier, "model_version", None),
         }
 
     # -- the work ------------------------------------------------------------------------
 
     def process(self, frame: Frame | np.ndarray) -> SortEvent | None:
-        """One frame through presence (and classification when due); the event if one ends."""
+        """One frame through presence (and classification when due); the event if one ends.
+
+        A frame that :func:`check_frame` refuses is counted, logged and skipped.
+        """
         if isinstance(frame, Frame):
             rgb, ts = frame.rgb, frame.ts
         else:
             rgb, ts = frame, time.monotonic()
+        try:
+            rgb = check_frame(rgb)
+        except BadFrame as exc:
+            self.bad_frames += 1
+            if self.bad_frames % BAD_FRAME_LOG_EVERY == 1:
+                log.warning("frame skipped: %s (%d bad frames so far)", exc, self.bad_frames)
+            return None
         self.frames_processed += 1
         update = self.detector.update(rgb)
         self.last_update = update

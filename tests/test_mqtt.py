@@ -376,8 +376,10 @@ def test_password_auth(
     broker = broker_factory(users={"bin": "s3cret", "watcher": "w"})
     sub = subscriber_factory(broker, [EVENT], username="watcher", password="w")
 
+    # Plain TCP on loopback: credentials in clear must be allowed explicitly.
+    plain = {"allow_insecure_credentials": True}
     wrong = publisher_factory(
-        broker, username="bin", password="nope", client_id="wrong", wait=False
+        broker, username="bin", password="nope", client_id="wrong", wait=False, **plain
     )
     wrong.submit(make_event(1))
     deadline = time.monotonic() + 5
@@ -386,7 +388,7 @@ def test_password_auth(
     assert wrong.last_error is not None and "refused" in wrong.last_error
     assert not wrong.connected and len(wrong.outbox) == 1  # kept, not dropped
 
-    right = publisher_factory(broker, username="bin", password="s3cret")
+    right = publisher_factory(broker, username="bin", password="s3cret", **plain)
     right.submit(make_event(2))
     assert sub.wait_for(EVENT)[0].json()["id"] == "ev002"
 
@@ -468,6 +470,8 @@ def test_shipped_broker_examples_work_with_the_bin_and_home_assistant(
     broker = broker_factory(users=accounts, tls=tls, config_text=example_config(name))
     ha_login = {"username": "homeassistant", "password": "ha-pw"} if users else {}
     bin_login = {"username": "smartbin", "password": "bin-pw"} if users else {}
+    if users and not tls:  # the password example is plain TCP: must be allowed explicitly
+        bin_login["allow_insecure_credentials"] = True
     ha = subscriber_factory(broker, ["smartbin/#", "homeassistant/+/+/+/config"], **ha_login)
     publisher = publisher_factory(broker, **bin_login)
     publisher.submit(make_event(5))

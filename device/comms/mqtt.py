@@ -24,7 +24,16 @@ How delivery works, and why:
 
 Commands (``<prefix>cmd``, see :mod:`.commands`) run on their own thread so that a slow model
 reload never stalls the network loop; ``reset_counts`` and ``ping`` are handled here,
-``reload_model`` and ``snapshot`` by callables the daemon registers.
+``reload_model`` and ``snapshot`` by callables the daemon registers. Only the bin's own
+``cmd`` topic is subscribed; commands carry no paths or other arguments.
+
+When the outbox database refuses writes (full, locked), events wait in a bounded memory
+spool (:mod:`.spool`) and the delivery thread stores them once it can; database errors
+never stop the delivery thread, they are logged once and reported in ``health``.
+
+Credentials are never sent in clear: a username/password without ``tls = true`` is refused
+at start unless ``allow_insecure_credentials = true`` says the link is trusted (a broker on
+the same host); the password is never logged or shown in a message.
 """
 
 from __future__ import annotations
@@ -32,11 +41,12 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sqlite3
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +62,7 @@ from smartbin.device.comms.commands import (
 )
 from smartbin.device.comms.discovery import discovery_messages
 from smartbin.device.comms.outbox import Outbox
+from smartbin.device.comms.spool import DEFAULT_CAPACITY, EventSpool
 from smartbin.device.comms.topics import Topics, check_topic_part
 from smartbin.device.events import SortEvent, utc_now_iso
 from smartbin.errors import ConfigError, SmartbinError
@@ -81,6 +92,8 @@ class MqttSettings:
     With ``tls = true`` and no ``ca_file`` the system CA store is used; ``cert_file`` (+
     ``key_file``) enable client-certificate auth. ``tls_insecure`` skips the host-name check
     (self-signed broker reached by IP), never the certificate chain.
+    ``allow_insecure_credentials`` permits a username/password over plain TCP (refused by
+    default: anyone on the network path could read them).
     """
 
     host: str = "127.0.0.1"
@@ -90,12 +103,13 @@ class MqttSettings:
     client_id: str = ""
     keepalive: int = 60
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a repr, a log or a message
     tls: bool = False
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
     tls_insecure: bool = False
+    allow_insecure_credentials: bool = False
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     health_interval_s: float = 30.0
@@ -118,6 +132,12 @@ class MqttSettings:
             raise ConfigError(f"mqtt.keepalive: {self.keepalive} must be 5..65535 seconds")
         if self.password and not self.username:
             raise ConfigError("mqtt.password: set without mqtt.username")
+        if self.username and not self.tls and not self.allow_insecure_credentials:
+            raise ConfigError(
+                "mqtt.username: credentials would be sent over plain TCP (mqtt.tls is false); "
+                "set tls = true, or allow_insecure_credentials = true if the link to "
+                f"{self.host} is trusted (e.g. a broker on the same host)"
+            )
         if not self.health_interval_s > 0:
             raise ConfigError(f"mqtt.health_interval_s: {self.health_interval_s} must be > 0")
         if not 1 <= int(self.reconnect_min_delay_s) <= int(self.reconnect_max_delay_s):
@@ -155,6 +175,7 @@ class MqttPublisher:
     ``on_reload_model() -> str`` and ``on_snapshot() -> bytes | None`` (JPEG) are the daemon's
     handlers; either may raise :class:`SmartbinError`, which becomes an error reply.
     ``health_provider() -> dict``, if given, is published every ``health_interval_s``.
+    ``held_capacity`` bounds the events held in memory while the outbox refuses writes.
     """
 
     _BATCH = 50
@@ -169,11 +190,13 @@ class MqttPublisher:
         on_reload_model: Callable[[], str] | None = None,
         on_snapshot: Callable[[], bytes | None] | None = None,
         health_provider: Callable[[], dict[str, Any]] | None = None,
+        held_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         settings.validate()
         self.settings = settings
         self.bin_id = bin_id
         self.outbox = outbox
+        self.spool = EventSpool(outbox, held_capacity)
         self.model_version_provider = model_version_provider
         self.on_reload_model = on_reload_model
         self.on_snapshot = on_snapshot
@@ -191,6 +214,8 @@ class MqttPublisher:
         self._awaiting = False
         self._last_error: str | None = None
         self._last_event_payload: bytes | None = None
+        self._unmarked: list[int] = []  # acknowledged, but the outbox refused the delete
+        self._db_error: str | None = None  # last database error of the delivery thread
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -247,16 +272,20 @@ class MqttPublisher:
             self.topics.prefix,
         )
 
-    def submit(self, event: SortEvent) -> int:
-        """Persist ``event`` (counted) in the outbox, then let the delivery thread send it."""
-        seq = self.outbox.add(event)
+    def submit(self, event: SortEvent) -> int | None:
+        """Persist ``event`` (counted) in the outbox, then let the delivery thread send it.
+
+        Returns its outbox seq, or None when the outbox refused the write and the event is
+        held in memory until it can be stored (see :mod:`.spool`); never raises for that.
+        """
+        seq = self.spool.add(event)
         self._work.set()
         return seq
 
     def drain(self, timeout: float) -> bool:
         """Wait until every pending event was acknowledged; False if ``timeout`` ran out."""
         deadline = time.monotonic() + timeout
-        while self.outbox.pending_count() > 0:
+        while self.spool.pending_count() > 0:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -275,9 +304,10 @@ class MqttPublisher:
         if self.connected and not self.drain(max(0.0, deadline - time.monotonic())):
             log.warning(
                 "MQTT: %d event(s) not delivered before stop; kept in %s",
-                self.outbox.pending_count(),
+                self.spool.pending_count(),
                 self.outbox.path,
             )
+        self._give_up_held()
         self._halt.set()
         self._work.set()
         with self._cond:
@@ -300,17 +330,33 @@ class MqttPublisher:
 
     def publish_health(self, health: dict[str, Any]) -> None:
         """Publish a health report (retained) with the outbox figures added."""
-        report = {
-            "ts": utc_now_iso(),
-            **health,
-            "outbox_pending": self.outbox.pending_count(),
-            "outbox_corrupt": self.outbox.corrupt_count(),
-        }
+        report = {"ts": utc_now_iso(), **health, **self.outbox_health()}
         payload = json.dumps(report, separators=(",", ":"), default=str)
         self._client.publish(self.topics.health, payload, qos=0, retain=True)
 
+    def outbox_health(self) -> dict[str, Any]:
+        """Outbox figures for the health report; a database that cannot even be read says so
+        in ``outbox_error`` instead of breaking the report."""
+        report: dict[str, Any] = {"outbox_pending": self.spool.pending_count()}
+        report.update(self.spool.report())
+        try:
+            report["outbox_corrupt"] = self.outbox.corrupt_count()
+        except sqlite3.Error as exc:
+            report["outbox_corrupt"] = None
+            report["outbox_error"] = report["outbox_error"] or f"{self.outbox.path}: {exc}"
+        with self._cond:
+            db_error = self._db_error
+        if db_error and not report["outbox_error"]:
+            report["outbox_error"] = db_error
+        return report
+
     def publish_counts(self) -> None:
-        payload = json.dumps(self.outbox.counts(), separators=(",", ":"), sort_keys=True)
+        try:
+            counts = self.spool.counts()
+        except sqlite3.Error as exc:  # the next delivered event publishes them again
+            log.debug("MQTT: counts not published: %s", exc)
+            return
+        payload = json.dumps(counts, separators=(",", ":"), sort_keys=True)
         self._client.publish(self.topics.counts, payload, qos=0, retain=True)
 
     def publish_discovery(self) -> None:
@@ -476,19 +522,62 @@ class MqttPublisher:
 
     def _deliver_loop(self) -> None:
         while not self._halt.is_set():
-            with self._cond:
-                while not self._connected and not self._halt.is_set():
-                    self._cond.wait(1.0)
+            while not self.connected and not self._halt.is_set():
+                self._store_held()  # the database may recover while the broker is away
+                with self._cond:
+                    if not self._connected and not self._halt.is_set():
+                        self._cond.wait(1.0)
             if self._halt.is_set():
                 return
             self._work.clear()  # before reading: a submit() from now on sets it again
-            batch = self.outbox.pending(self._BATCH)
+            stored = self._store_held()
+            try:
+                self._retry_unmarked()
+                unmarked = set(self._unmarked)
+                batch = [
+                    (seq, e) for seq, e in self.outbox.pending(self._BATCH) if seq not in unmarked
+                ]
+            except sqlite3.Error as exc:
+                self._db_trouble(exc)
+                self._halt.wait(1.0)
+                continue
             if not batch:
-                self._work.wait(5.0)
+                # Held events or refused deletes: retry soon; otherwise wait for submit().
+                self._work.wait(5.0 if stored and not self._unmarked else 1.0)
                 continue
             for seq, event in batch:
                 if not self._deliver_one(seq, event):
                     break
+
+    def _store_held(self) -> bool:
+        """Move events held in memory into the outbox; True when none are left held."""
+        return self.spool.held == 0 or self.spool.flush()
+
+    def _retry_unmarked(self) -> None:
+        while self._unmarked:
+            self.outbox.mark_delivered(self._unmarked[0])
+            self._unmarked.pop(0)
+        with self._cond:
+            recovered, self._db_error = self._db_error, None
+        if recovered:
+            log.warning("MQTT: outbox database usable again")
+
+    def _db_trouble(self, exc: BaseException) -> None:
+        message = f"{self.outbox.path}: {exc}"
+        with self._cond:
+            repeated = message == self._db_error
+            self._db_error = message
+        (log.debug if repeated else log.error)("MQTT: outbox database error: %s", message)
+
+    def _give_up_held(self) -> None:
+        """At stop: store what the memory spool still holds, or log it (last record)."""
+        if self.spool.held and not self.spool.flush():
+            for event in self.spool.held_events():
+                log.error(
+                    "MQTT: stopping with the outbox unavailable: event %s not stored; payload=%s",
+                    event.id,
+                    json.dumps(event.to_payload(), separators=(",", ":")),
+                )
 
     def _deliver_one(self, seq: int, event: SortEvent) -> bool:
         """Publish one event and wait for its PUBACK; False when halted or to be retried."""
@@ -523,7 +612,11 @@ class MqttPublisher:
             self._last_event_payload = payload
         self._client.publish(self.topics.last_event, payload, qos=0, retain=True)
         self.publish_counts()
-        self.outbox.mark_delivered(seq)
+        try:
+            self.outbox.mark_delivered(seq)
+        except sqlite3.Error as exc:  # delivered: never send it again, delete it later
+            self._unmarked.append(seq)
+            self._db_trouble(exc)
         with self._cond:
             self._cond.notify_all()  # drain() waiters
         log.debug("MQTT: delivered event %s (%s)", event.id, event.decision)
@@ -576,13 +669,16 @@ class MqttPublisher:
                 "pong": True,
                 "bin_id": self.bin_id,
                 "model_version": self.model_version_provider(),
-                "outbox_pending": self.outbox.pending_count(),
+                "outbox_pending": self.spool.pending_count(),
                 "ts": utc_now_iso(),
             }
         if command.name == "reset_counts":
-            self.outbox.reset_counts()
+            try:
+                self.outbox.reset_counts()
+            except sqlite3.Error as exc:
+                raise SmartbinError(f"counts not reset, the outbox is unavailable: {exc}") from exc
             self.publish_counts()
-            return self.outbox.counts()
+            return self.spool.counts()
         if command.name == "reload_model":
             if self.on_reload_model is None:
                 raise SmartbinError("reload_model is not supported by this bin (no handler)")

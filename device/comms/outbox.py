@@ -13,6 +13,10 @@ A row whose payload cannot be turned back into a :class:`SortEvent` (disk corrup
 hand-edited database, an event written by an incompatible version) is never silently
 dropped and never blocks the queue: it is moved to the ``corrupt`` table, logged as an error
 with its sequence number and the reason, and counted in :meth:`corrupt_count`.
+
+A write that SQLite refuses (disk or ``max_bytes`` full, database locked by another process,
+I/O error) raises :class:`OutboxWriteError` after rolling back, so the file stays intact;
+:class:`~smartbin.device.comms.spool.EventSpool` holds such events in memory meanwhile.
 """
 
 from __future__ import annotations
@@ -58,6 +62,13 @@ CREATE TABLE IF NOT EXISTS corrupt (
 """
 
 
+class OutboxWriteError(Exception):
+    """SQLite refused to store an event (full, locked, I/O error); nothing was written.
+
+    Not a :class:`SmartbinError`: it is a runtime condition the bin rides out, not bad input.
+    """
+
+
 @dataclass(frozen=True)
 class CorruptRow:
     """A quarantined outbox row: kept for a human to inspect, never sent."""
@@ -77,10 +88,14 @@ class Outbox:
 
     ``path`` is the database file, or a directory in which ``state.db`` is used. Thread-safe:
     one connection guarded by a lock (SQLite writes are serialised anyway, and the bin writes a
-    few events per minute at most).
+    few events per minute at most). ``max_bytes`` caps the database file (``PRAGMA
+    max_page_count``) so a backlog can never fill an SD card; ``busy_timeout_s`` is how long a
+    write waits for another process's lock before :class:`OutboxWriteError`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, max_bytes: int | None = None, busy_timeout_s: float = 10.0
+    ) -> None:
         path = Path(path)
         if path.is_dir():
             path = path / STATE_FILE
@@ -91,7 +106,7 @@ class Outbox:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
             # what the code says it is.
             self._db = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=10.0
+                str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -103,6 +118,11 @@ class Outbox:
                 )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if max_bytes is not None:
+                page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+                used = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+                # Never below what the file already holds: SQLite would ignore it anyway.
+                self._db.execute(f"PRAGMA max_page_count={max(used, max_bytes // page, 1)}")
         except sqlite3.DatabaseError as exc:
             raise SmartbinError(f"{path}: cannot open the outbox database: {exc}") from exc
         except OSError as exc:
@@ -114,9 +134,16 @@ class Outbox:
         """Persist ``event`` and count it, atomically; returns its sequence number.
 
         Adding an event whose ``id`` is still pending is a no-op (returns the existing seq), so
-        a retry after an uncertain failure cannot count an item twice.
+        a retry after an uncertain failure cannot count an item twice. Raises
+        :class:`OutboxWriteError` (rolled back, nothing stored) when SQLite refuses the write.
         """
         payload = json.dumps(event.to_payload(), separators=(",", ":"), sort_keys=True)
+        try:
+            return self._add(event, payload)
+        except sqlite3.Error as exc:
+            raise OutboxWriteError(f"{self.path}: cannot store event {event.id}: {exc}") from exc
+
+    def _add(self, event: SortEvent, payload: str) -> int:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -139,7 +166,7 @@ class Outbox:
                     )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return seq
 
@@ -235,8 +262,16 @@ class Outbox:
             self._db.execute("DELETE FROM events WHERE seq = ?", (seq,))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
+
+    def _rollback(self) -> None:
+        """Undo the open transaction; SQLite may already have rolled it back by itself
+        (after SQLITE_FULL or an I/O error), which must not hide the original error."""
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.debug("outbox %s: rollback: %s", self.path, exc)
 
 
 def _decode(payload: object) -> SortEvent:

@@ -106,9 +106,15 @@ class FrameSource(Protocol):
 
 
 def ensure_rgb_uint8(frame: np.ndarray, bgr: bool) -> np.ndarray:
-    """Every frame leaving a source is HxWx3 uint8 RGB, whatever the device produced."""
+    """Every frame leaving a source is HxWx3 uint8 RGB, whatever the device produced.
+
+    Greyscale is repeated into three channels, a 4th (alpha/padding) channel dropped, 16-bit
+    pixels keep their top 8 bits; anything else raises :class:`SourceError` saying why.
+    """
     from smartbin.device.preprocess import bgr_to_rgb
 
+    if frame.dtype == np.uint16:  # 16-bit sensors / PNGs: same picture, 8 bits per pixel
+        frame = (frame >> 8).astype(np.uint8)
     if frame.dtype != np.uint8:
         raise SourceError(f"frame has dtype {frame.dtype}, expected uint8")
     if frame.ndim == 2:

@@ -49,9 +49,12 @@ class CaptureThread:
     """Runs ``source_factory(settings)`` on a thread; ``get()`` returns the newest frame.
 
     Health figures: :attr:`fps` (measured), :attr:`dropped`, :attr:`failures`,
-    :attr:`last_error`. A :class:`~smartbin.errors.SmartbinError` from the factory (e.g. a
-    missing picamera2 module) cannot be fixed by retrying: it stops the thread and is kept in
-    :attr:`fatal` for the daemon to report.
+    :attr:`last_error`, :attr:`state` (``opening``, ``running``, ``reopening`` while a failed
+    source waits for its next try, ``ended``, ``stopped``, ``fatal``) and :attr:`retry_in_s`
+    (the back-off of the current outage, 0 when running).
+    A :class:`~smartbin.errors.SmartbinError` from the factory (e.g. a missing picamera2
+    module) cannot be fixed by retrying: it stops the thread and is kept in :attr:`fatal`
+    for the daemon to report.
     """
 
     def __init__(
@@ -74,6 +77,9 @@ class CaptureThread:
         self.last_error: str | None = None
         self.fatal: BaseException | None = None
         self.description = self.settings.kind
+        self.state = "opening"
+        self.retry_in_s = 0.0
+        self._outage_failures = 0  # failures since the last frame, for the recovery log
 
     # -- consumer side -------------------------------------------------------------------
 
@@ -144,7 +150,10 @@ class CaptureThread:
 
     def _failed(self, exc: BaseException, wait_s: float) -> None:
         self.failures += 1
+        self._outage_failures += 1
         self.last_error = str(exc)
+        self.state = "reopening"
+        self.retry_in_s = wait_s
         log.warning(
             "source %s failed: %s; reopening in %.1f s (failure %d)",
             self.settings.kind,
@@ -191,10 +200,13 @@ class CaptureThread:
                     continue
                 if rgb is None:
                     log.info("source ended: %s", source.description)
+                    self.state = "ended"
                     with self._cond:
                         self._finished = True
                     break
                 backoff = settings.reopen_initial_s
+                if self.state != "running":
+                    self._running()
                 if source.replay_fps and not source.lossless:
                     next_due = self._pace(next_due, source.replay_fps)
                 self._publish(Frame(rgb, time.monotonic(), index), source.lossless)
@@ -202,13 +214,28 @@ class CaptureThread:
         except Exception as exc:  # a config problem (SmartbinError): retrying cannot help
             self.fatal = exc
             self.last_error = str(exc)
+            self.state = "fatal"
             log.error("source %s cannot run: %s", settings.kind, exc)
         finally:
+            if self.state not in ("ended", "fatal"):
+                self.state = "stopped"
             if source is not None:
                 self._close(source)
             with self._cond:
                 self._closed = True
                 self._cond.notify_all()
+
+    def _running(self) -> None:
+        """The first frame after opening: report a recovery from an outage once."""
+        if self._outage_failures:
+            log.warning(
+                "source %s recovered after %d failed attempt(s)",
+                self.description,
+                self._outage_failures,
+            )
+        self._outage_failures = 0
+        self.state = "running"
+        self.retry_in_s = 0.0
 
     def _pace(self, next_due: float | None, fps: float) -> float:
         """Sleep until the frame is due at ``fps``; never burst to catch up after a stall."""

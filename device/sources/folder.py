@@ -1,7 +1,8 @@
 """Folder source: a directory of images replayed in sorted order, optionally looping.
 
 Useful to replay frames recorded on a bin, or to demo the daemon without a camera. An image
-that cannot be decoded is logged (path + reason) and skipped; it never stops the replay.
+that cannot be decoded (corrupt, empty, truncated, or so large that Pillow refuses it as a
+decompression bomb) is logged (path + reason) and skipped; it never stops the replay.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from smartbin.device.preprocess import IMAGE_SUFFIXES, load_image_rgb
 from smartbin.device.sources.base import SourceError, SourceSettings
@@ -57,11 +59,17 @@ class FolderSource:
             try:
                 rgb = load_image_rgb(path)
             except ImageReadError as exc:
-                log.warning("skipping image %s: %s", exc.path, exc.reason)
-                self.skipped.append(path)
+                self._skip(path, exc.reason)
+                continue
+            except Image.DecompressionBombError as exc:  # not an OSError: not caught above
+                self._skip(path, f"too large to decode ({exc})")
                 continue
             self._read_this_pass += 1
             return rgb
+
+    def _skip(self, path: Path, reason: str) -> None:
+        log.warning("skipping image %s: %s", path, reason)
+        self.skipped.append(path)
 
     def close(self) -> None:
         self._pending = []
