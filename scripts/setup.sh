@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Create .venv and install smartbin with the given extras (default: device).
-# Also installs mosquitto from Debian when it is missing (the tests and the demo need a broker).
+# With the dev extras it also installs the Debian packages the tests need when they are
+# missing: mosquitto (a real broker) and shellcheck (install.sh is checked). The demo needs
+# no Debian package: without mosquitto it uses the embedded Python broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-device}"
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+apt_packages=()
+if [[ ",$extras," == *,dev,* ]]; then
+  if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    apt_packages+=(mosquitto mosquitto-clients)
+  fi
+  command -v shellcheck >/dev/null 2>&1 || apt_packages+=(shellcheck)
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "installing mosquitto (Debian) ..."
+  echo "installing ${apt_packages[*]} (Debian) ..."
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
 
 python=""

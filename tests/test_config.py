@@ -290,19 +290,6 @@ def test_demo_config_points_at_the_sample_clip() -> None:
     assert (config.mqtt.host, config.mqtt.port) == ("127.0.0.1", 1883)
 
 
-def test_service_unit_is_a_notify_service_with_a_watchdog() -> None:
-    unit = (FIRMWARE / "smartbin.service").read_text()
-    for line in (
-        "Type=notify",
-        "Restart=always",
-        "StateDirectory=smartbin",
-        "User=smartbin",
-        "ExecStart=/opt/smartbin/.venv/bin/smartbin run --config /etc/smartbin/smartbin.toml",
-    ):
-        assert re.search(rf"^{re.escape(line)}$", unit, re.M), line
-    assert re.search(r"^WatchdogSec=\d+", unit, re.M) and re.search(r"^RestartSec=\d+", unit, re.M)
-
-
 def test_default_state_dir_without_systemd_or_root(tmp_path: Path) -> None:
     from smartbin.device.config import DEFAULT_STATE_DIR, default_state_dir
 

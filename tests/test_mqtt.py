@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -422,64 +420,6 @@ def test_settings_errors_name_the_key_and_file(tmp_path: Path) -> None:
             MqttPublisher(settings, BIN, outbox)
     with pytest.raises(ConfigError, match="bin_id"):
         MqttPublisher(MqttSettings(), "a/b", outbox)
-
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "firmware_config" / "mosquitto"
-
-
-def example_config(name: str) -> Callable[[Broker], str]:
-    """A shipped broker example with its port and system paths moved into the test's dir."""
-
-    def rewrite(broker: Broker) -> str:
-        acl = broker.workdir / "smartbin.acl"
-        shutil.copy(EXAMPLES / "smartbin.acl", acl)
-        text = (EXAMPLES / name).read_text()
-        text = re.sub(r"^listener \d+$", f"listener {broker.port} 127.0.0.1", text, flags=re.M)
-        for old, new in {
-            "/etc/mosquitto/certs/": f"{broker.workdir}/pki/",
-            "/etc/mosquitto/passwd": f"{broker.workdir}/passwd",
-            "/etc/mosquitto/smartbin.acl": str(acl),
-            "/var/lib/mosquitto/": f"{broker.workdir}/",
-            "log_dest syslog": f"log_dest file {broker.log_file}",
-        }.items():
-            text = text.replace(old, new)
-        live = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
-        assert not [line for line in live if "/etc/" in line or "/var/" in line], live
-        return text
-
-    return rewrite
-
-
-@pytest.mark.parametrize(
-    ("name", "users", "tls"),
-    [
-        ("mosquitto-plain.conf", False, False),
-        ("mosquitto-password.conf", True, False),
-        ("mosquitto-tls.conf", True, True),
-    ],
-)
-def test_shipped_broker_examples_work_with_the_bin_and_home_assistant(
-    broker_factory: Callable[..., Broker],
-    subscriber_factory: Callable[..., Subscriber],
-    publisher_factory: Callable[..., MqttPublisher],
-    name: str,
-    users: bool,
-    tls: bool,
-) -> None:
-    accounts = {"smartbin": "bin-pw", "homeassistant": "ha-pw"} if users else None
-    broker = broker_factory(users=accounts, tls=tls, config_text=example_config(name))
-    ha_login = {"username": "homeassistant", "password": "ha-pw"} if users else {}
-    bin_login = {"username": "smartbin", "password": "bin-pw"} if users else {}
-    if users and not tls:  # the password example is plain TCP: must be allowed explicitly
-        bin_login["allow_insecure_credentials"] = True
-    ha = subscriber_factory(broker, ["smartbin/#", "homeassistant/+/+/+/config"], **ha_login)
-    publisher = publisher_factory(broker, **bin_login)
-    publisher.submit(make_event(5))
-    assert ha.wait_for(EVENT)[0].json()["id"] == "ev005"
-    ha.wait_until(COUNTS, lambda m: sum(m.json().values()) == 1)
-    ha.wait_for("homeassistant/sensor/bin7/count_organic/config")  # discovery allowed by ACL
-    ha.publish(CMD, b'{"cmd": "ping", "id": "ha"}')  # Home Assistant may send commands
-    assert ha.wait_for(RESULT)[0].json()["ok"] is True
 
 
 def test_parse_command_is_pure_and_strict() -> None:
