@@ -143,7 +143,10 @@ def _broker(args: argparse.Namespace) -> int:
     from smartbin.device.broker import EmbeddedBroker
 
     with EmbeddedBroker(args.host, args.port):
-        print(f"embedded MQTT broker on {args.host}:{args.port} (demo only); Ctrl-C stops it")
+        print(
+            f"embedded MQTT broker on {args.host}:{args.port} (demo only); Ctrl-C stops it",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
     return 0

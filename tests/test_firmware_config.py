@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -447,3 +448,35 @@ def test_watch_prints_events_and_a_summary(
     )
     assert bad.returncode == 2 and "--broker" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_broker_command_serves_mqtt_until_interrupted() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smartbin", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "embedded MQTT broker on 127.0.0.1" in proc.stdout.readline()  # listening now
+        received: list[bytes] = []
+        got = threading.Event()
+        client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+        client.on_message = lambda c, u, m: (received.append(m.payload), got.set())
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        client.subscribe("smartbin/x/event", qos=1)
+        client.publish("smartbin/x/event", b"retained?", qos=1, retain=True).wait_for_publish(5)
+        assert got.wait(10) and received == [b"retained?"]
+        client.disconnect()
+        client.loop_stop()
+        # A second broker on the same port is refused with one line, exit 2.
+        busy = subprocess.run(
+            [sys.executable, "-m", "smartbin", "demo", "--broker", "embedded", "--port",
+             str(port), "--config", str(FIRMWARE / "demo.toml")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert busy.returncode == 2 and "in use" in busy.stderr, busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
