@@ -13,7 +13,7 @@ usage: install.sh [--prefix DIR] [--config FILE] [--coral] [--no-enable] [--dry-
 
 Installs smartbin as the systemd service 'smartbin':
   apt packages     python3-venv, python3-picamera2 (only those missing)
-  program          DIR/.venv (--system-site-packages, for apt's picamera2) with '.[pi]'
+  program          DIR/.venv (--system-site-packages, for apt's picamera2) with '.[device,pi]'
   user             'smartbin' (system user) in the groups video (+ plugdev with --coral)
   state            /var/lib/smartbin (the outbox), owner smartbin, mode 750
   config           /etc/smartbin/smartbin.toml, copied from FILE only when absent
@@ -214,7 +214,7 @@ else
   run "$python" -m venv --system-site-packages "$prefix/.venv"
 fi
 # Pinned versions: a second run installs the same files again (a pulled clone upgrades).
-run "$prefix/.venv/bin/python" -m pip install --quiet "${repo}[pi]"
+run "$prefix/.venv/bin/python" -m pip install --quiet "${repo}[device,pi]"
 
 # -- 5. state and configuration --------------------------------------------------------------
 make_dir "$state_dir" 750

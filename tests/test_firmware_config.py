@@ -95,7 +95,7 @@ def test_install_stages_everything_and_a_second_run_changes_nothing(tmp_path: Pa
     said = first.stdout
     for command in (
         "--system-site-packages /opt/smartbin/.venv",
-        f"pip install --quiet {ROOT}[pi]",
+        f"pip install --quiet {ROOT}[device,pi]",
         "apt-get install -y libedgetpu1-std",
         "systemctl daemon-reload",
         "systemctl enable --now smartbin",
