@@ -4,23 +4,75 @@ Why: a new model is copied onto a bin (or pushed by a fleet tool) while it sorts
 bundle is loaded and verified completely (manifest, sha256, interpreter, output tensors)
 *beside* the running one; only a bundle that loads replaces it. A broken bundle is refused,
 the old model keeps sorting, and the refusal is returned for the daemon to log and report.
+
+The runtime memory-maps its model file, so the running model must never be the bundle's own
+file: ``cp new.tflite model.tflite`` truncates and rewrites it in place, and a running
+interpreter mapped onto it dies of SIGBUS at its next inference. :func:`pinned_bundle`
+therefore reads each model file once, checks the sha256 of exactly those bytes (no window
+between the check and the load) and hands the runtime a private copy in anonymous memory
+(``memfd``); whatever happens to the bundle folder afterwards, the running model is intact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from smartbin.device.bundle import ModelBundle, load_bundle, resolve_bundle_path
 from smartbin.device.classifier import Classifier
 from smartbin.device.logsetup import fields
-from smartbin.errors import SmartbinError
+from smartbin.errors import BundleError, SmartbinError
 
 log = logging.getLogger(__name__)
+
+
+def _pin_file(path: Path, expected_sha256: str, fds: list[int]) -> Path:
+    """``path``'s bytes, verified, as an anonymous in-memory file; its /proc path."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the model ({exc.strerror})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise BundleError(
+            f"{path}: sha256 {actual[:12]}... does not match the manifest's "
+            f"{expected_sha256[:12]}... (file changed while loading, or corrupt)"
+        )
+    fd = os.memfd_create(f"smartbin-{path.name}", os.MFD_CLOEXEC)
+    fds.append(fd)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return Path(f"/proc/self/fd/{fd}")
+
+
+@contextlib.contextmanager
+def pinned_bundle(bundle: ModelBundle) -> Iterator[ModelBundle]:
+    """``bundle`` with its model files replaced by verified in-memory copies, for as long as
+    the interpreter is being created (the runtime's own mapping keeps the copy alive after
+    the descriptor is closed). Where memfd is missing (not Linux), the files themselves."""
+    if not hasattr(os, "memfd_create"):  # pragma: no cover - the bin runs on Linux
+        yield bundle
+        return
+    fds: list[int] = []
+    try:
+        model = _pin_file(bundle.model_file, bundle.model_sha256, fds)
+        edgetpu = None
+        if bundle.edgetpu_file is not None:
+            expected = str(bundle.manifest["model"].get("edgetpu_sha256", ""))
+            edgetpu = _pin_file(bundle.edgetpu_file, expected, fds)
+        yield dataclasses.replace(bundle, model_file=model, edgetpu_file=edgetpu)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -71,8 +123,20 @@ class ModelManager:
         return self.classifier.bundle if self.classifier else None
 
     def _load(self) -> Classifier:
-        bundle = load_bundle(self.spec)
-        return Classifier(bundle, num_threads=self.num_threads, use_edgetpu=self.use_edgetpu)
+        bundle = load_bundle(self.spec)  # manifest, schema, labels, hashes of the files
+        with pinned_bundle(bundle) as pinned:
+            try:
+                classifier = Classifier(
+                    pinned, num_threads=self.num_threads, use_edgetpu=self.use_edgetpu
+                )
+            except BundleError as exc:  # name the bundle's file, not the private copy
+                message = str(exc).replace(str(pinned.model_file), str(bundle.model_file))
+                if pinned.edgetpu_file is not None:
+                    message = message.replace(str(pinned.edgetpu_file), str(bundle.edgetpu_file))
+                raise BundleError(message) from None
+        # Report the bundle's real paths, not the /proc ones of the private copy.
+        classifier.bundle = bundle
+        return classifier
 
     def load_initial(self) -> Classifier:
         """The first model: a broken bundle here is the user's problem (BundleError, exit 2)."""

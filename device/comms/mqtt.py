@@ -148,6 +148,10 @@ class MqttSettings:
         if not self.discovery_prefix.strip("/"):
             raise ConfigError("mqtt.discovery_prefix: must not be empty")
         check_topic_part(self.discovery_prefix, "mqtt.discovery_prefix")
+        for key in ("host", "client_id", "username", "topic_prefix", "snapshot_topic"):
+            if any(ord(c) < 32 or ord(c) == 127 for c in getattr(self, key)):
+                raise ConfigError(f"mqtt.{key}: contains a control character")
+        Topics.for_bin(self.topic_prefix, "bin", self.snapshot_topic)  # wildcards, template
         tls_files = {
             "ca_file": self.ca_file,
             "cert_file": self.cert_file,

@@ -94,7 +94,7 @@ class Outbox:
     """
 
     def __init__(
-        self, path: str | Path, *, max_bytes: int | None = None, busy_timeout_s: float = 10.0
+        self, path: str | Path, *, max_bytes: int | None = None, busy_timeout_s: float = 2.0
     ) -> None:
         path = Path(path)
         if path.is_dir():
