@@ -59,6 +59,8 @@ def parse_command(payload: bytes | str) -> Command:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommandError(f"payload is not JSON: {exc}") from exc
+    except RecursionError:  # "[[[[...": a few KB can nest deeper than the parser goes
+        raise CommandError("payload is nested too deeply to be a command") from None
     if not isinstance(data, dict):
         raise CommandError(f"payload must be a JSON object, got {type(data).__name__}")
 

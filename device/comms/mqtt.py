@@ -643,12 +643,15 @@ class MqttPublisher:
                 kind, payload = self._commands.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if kind == "discovery":
-                log.info("MQTT: Home Assistant came online; re-sending discovery")
-                self.publish_discovery()
-                self.publish_counts()
-            else:
-                self._reply(self.handle_command(payload))
+            try:
+                if kind == "discovery":
+                    log.info("MQTT: Home Assistant came online; re-sending discovery")
+                    self.publish_discovery()
+                    self.publish_counts()
+                else:
+                    self._reply(self.handle_command(payload))
+            except Exception:  # this thread also sends the health reports: it must live on
+                log.exception("MQTT: handling a %s message failed", kind)
 
     def handle_command(self, payload: bytes) -> bytes:
         """Run one command payload and return the reply; never raises."""
@@ -657,6 +660,9 @@ class MqttPublisher:
         except CommandError as exc:
             log.warning("MQTT: bad command %r: %s", payload[:200], exc)
             return error_reply(str(exc), id=exc.id, cmd=exc.cmd)
+        except Exception as exc:  # a parser surprise is still a bad command, not a crash
+            log.exception("MQTT: command payload %r could not be parsed", payload[:200])
+            return error_reply(f"unreadable command ({type(exc).__name__})")
         log.info("MQTT: command %s (id %r)", command.name, command.id)
         try:
             result = self._run(command)
