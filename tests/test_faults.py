@@ -331,7 +331,7 @@ def test_locked_outbox_is_reported_sorting_goes_on_and_nothing_is_lost(
     sub.wait_for(EVENT, 1, timeout=60)
 
     # Another process (a backup tool, a curious admin with sqlite3) holds the write lock.
-    intruder = sqlite3.connect(db, timeout=0, isolation_level=None)
+    intruder = sqlite3.connect(db, timeout=10, isolation_level=None)
     intruder.execute("BEGIN EXCLUSIVE")
     try:
         items_at_lock = len(daemon.event_ids())
