@@ -301,7 +301,7 @@ class Daemon:
             if remaining <= 0 or self.stop_event.is_set():
                 break
             drained = bool(self.publisher.drain(min(remaining, 0.5)))
-        pending = self.publisher.outbox.pending_count()
+        pending = self.publisher.spool.pending_count()  # never raises for a broken database
         if drained:
             log.info("outbox delivered", extra=fields(pending=pending))
         else:

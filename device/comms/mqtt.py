@@ -541,6 +541,7 @@ class MqttPublisher:
                 batch = [
                     (seq, e) for seq, e in self.outbox.pending(self._BATCH) if seq not in unmarked
                 ]
+                self._db_ok()
             except sqlite3.Error as exc:
                 self._db_trouble(exc)
                 self._halt.wait(1.0)
@@ -561,6 +562,9 @@ class MqttPublisher:
         while self._unmarked:
             self.outbox.mark_delivered(self._unmarked[0])
             self._unmarked.pop(0)
+
+    def _db_ok(self) -> None:
+        """The delivery thread read and wrote the outbox again: clear a reported error."""
         with self._cond:
             recovered, self._db_error = self._db_error, None
         if recovered:
