@@ -180,10 +180,14 @@ def running_bin(tmp_path: Path, broker: Broker) -> tuple[MqttPublisher, list[str
     outbox.close()
 
 
-def bin_replies(sub: Subscriber) -> list[dict]:
+def bin_replies_of(messages: list) -> list[dict]:
     """Replies the bin sent (the test's own publishes to cmd/result have no 'ok')."""
-    replies = [m.json() for m in sub.on(PREFIX + "cmd/result") if m.payload.startswith(b"{")]
+    replies = [m.json() for m in messages if m.payload.startswith(b"{")]
     return [r for r in replies if "ok" in r]
+
+
+def bin_replies(sub: Subscriber) -> list[dict]:
+    return bin_replies_of(sub.on(PREFIX + "cmd/result"))
 
 
 def test_commands_are_taken_only_on_the_bins_own_topic(
@@ -209,7 +213,11 @@ def test_commands_are_taken_only_on_the_bins_own_topic(
     assert sum(publisher.outbox.counts().values()) == 3  # nothing was reset
 
     sub.publish(PREFIX + "cmd", reset)  # the same command on its own topic works
-    sub.wait_until(PREFIX + "cmd/result", lambda m: b'"x"' in m.payload, timeout=10)
+    sub.wait_until(
+        PREFIX + "cmd/result",
+        lambda m: any(r["id"] == "x" and r["ok"] for r in bin_replies_of([m])),
+        timeout=10,
+    )
     assert sum(publisher.outbox.counts().values()) == 0
 
 
