@@ -76,6 +76,17 @@ def prepare_image(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
 
 
+#: Pillow modes of 16-bit (and 32-bit integer) greyscale files, e.g. 16-bit PNGs.
+WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
+def _wide_grey_to_rgb(values: np.ndarray) -> np.ndarray:
+    """16-bit grey to 8-bit RGB by scaling (top byte). Pillow's own ``convert("RGB")`` clips
+    instead, which turns a normally exposed 16-bit picture almost white."""
+    grey = (np.clip(values.astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def load_image_rgb(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 RGB, honouring EXIF orientation.
 
@@ -85,6 +96,8 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
+            if image.mode in WIDE_GREY_MODES:
+                return _wide_grey_to_rgb(np.asarray(image))
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None

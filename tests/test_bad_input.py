@@ -335,6 +335,8 @@ def test_sixteen_bit_and_odd_mode_images_from_a_folder_are_read(tmp_path: Path) 
     frames = [source.read() for _ in range(4)]
     assert source.read() is None and source.skipped == []
     assert all(f.shape == (40, 50, 3) and f.dtype == np.uint8 for f in frames)
+    # 16-bit grey is scaled, not clipped: 40000 / 65535 of full scale is 156 in 8 bits.
+    assert np.all(frames[0] == 40000 >> 8)
 
 
 # -- junk on the command topic ------------------------------------------------------------------
