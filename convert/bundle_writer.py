@@ -28,6 +28,9 @@ from smartbin.errors import SmartbinError
 
 MODEL_FILE = "model.tflite"
 EDGETPU_FILE = "model_edgetpu.tflite"
+# The float32 model, only with ``convert --float-model``: the reference the benchmarks time
+# against the int8 one. The bin never runs it (it is several times bigger and slower).
+FLOAT_FILE = "model_float.tflite"
 
 
 def default_model_version(model_sha256: str, now: dt.datetime | None = None) -> str:
@@ -46,6 +49,7 @@ def build_manifest(
     training: dict[str, Any],
     metrics: dict[str, Any],
     edgetpu_path: Path | None = None,
+    float_path: Path | None = None,
     model_version: str | None = None,
     created: dt.datetime | None = None,
 ) -> dict[str, Any]:
@@ -61,6 +65,10 @@ def build_manifest(
         model["edgetpu_file"] = edgetpu_path.name
         model["edgetpu_sha256"] = sha256_file(edgetpu_path)
         model["edgetpu_size_bytes"] = edgetpu_path.stat().st_size
+    if float_path is not None:
+        model["float_file"] = float_path.name
+        model["float_sha256"] = sha256_file(float_path)
+        model["float_size_bytes"] = float_path.stat().st_size
     missing = [head for head in HEADS if head not in outputs]
     if missing:
         raise SmartbinError(f"no output tensor recorded for head(s) {', '.join(missing)}")
@@ -91,7 +99,7 @@ def check_output_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise SmartbinError(f"bundle output {out_dir} exists and is not a folder")
     if out_dir.is_dir():
-        allowed = {MODEL_FILE, EDGETPU_FILE, MANIFEST_NAME}
+        allowed = {MODEL_FILE, EDGETPU_FILE, FLOAT_FILE, MANIFEST_NAME}
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in allowed)
         if foreign:
             raise SmartbinError(
@@ -111,9 +119,10 @@ def write_bundle(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     edgetpu_path: Path | None = None,
+    float_tflite: bytes | None = None,
     model_version: str | None = None,
 ) -> ModelBundle:
-    """Write ``model.tflite`` (+ Edge TPU file) and ``bundle.json`` into ``out_dir``; verify.
+    """Write ``model.tflite`` (+ Edge TPU file, + float model) and ``bundle.json``; verify.
 
     Refuses a folder that holds something other than a bundle (:func:`check_output_folder`).
     """
@@ -129,6 +138,11 @@ def write_bundle(
             shutil.copyfile(edgetpu_path, stale)
     elif stale.exists():
         stale.unlink()  # an Edge TPU file from an earlier model would not match this one
+    float_target = out_dir / FLOAT_FILE
+    if float_tflite is not None:
+        float_target.write_bytes(float_tflite)
+    elif float_target.exists():
+        float_target.unlink()
     manifest = build_manifest(
         model_path=model_path,
         input_info=input_info,
@@ -138,6 +152,7 @@ def write_bundle(
         training=training or {},
         metrics=metrics or {},
         edgetpu_path=edgetpu_target,
+        float_path=float_target if float_tflite is not None else None,
         model_version=model_version,
     )
     write_manifest(out_dir, manifest)

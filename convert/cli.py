@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the bin answers 'unknown' below this confidence (stored in the bundle; default 0.5)",
     )
     convert.add_argument(
+        "--float-model",
+        action="store_true",
+        help="also write model_float.tflite, the float32 reference that `smartbin bench` times "
+        "against the int8 model (the bin never runs it; it is ~4x bigger)",
+    )
+    convert.add_argument(
         "--model-version",
         metavar="STR",
         help="version string for the bundle (default: <UTC date>-<first 8 of model sha256>)",
@@ -134,6 +140,7 @@ def _convert(args: argparse.Namespace) -> int:
         edgetpu=args.edgetpu,
         unknown_threshold=args.unknown_threshold,
         model_version=args.model_version,
+        float_model=args.float_model,
         command=shlex.join(["smartbin", *sys.argv[1:]]),
     )
     print(format_drop(result.metrics))

@@ -19,7 +19,12 @@ from typing import Any
 
 from smartbin.convert.bundle_writer import check_output_folder, write_bundle
 from smartbin.convert.edgetpu import compile_edgetpu
-from smartbin.convert.quantize import check_integer_only, io_tensors, quantize_keras_model
+from smartbin.convert.quantize import (
+    check_integer_only,
+    float_keras_model,
+    io_tensors,
+    quantize_keras_model,
+)
 from smartbin.convert.representative import (
     load_prepared,
     representative_dataset,
@@ -135,6 +140,7 @@ def convert_run(
     unknown_threshold: float = 0.5,
     model_version: str | None = None,
     command: str | None = None,
+    float_model: bool = False,
 ) -> ConvertResult:
     """Convert the run's float model into a verified bundle at ``out_dir``."""
     run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir).expanduser()
@@ -159,6 +165,7 @@ def convert_run(
     tflite = quantize_keras_model(model, representative_dataset(images), io_type)
     check_integer_only(tflite)
     input_info, outputs = io_tensors(tflite, HEADS)
+    float_tflite = float_keras_model(model) if float_model else None
 
     stage = out_dir.with_name(f".{out_dir.name}.partial")
     if stage.exists():
@@ -189,6 +196,7 @@ def convert_run(
                 "unknown_threshold": unknown_threshold,
                 "training": training,
                 "edgetpu_path": edgetpu_path,
+                "float_tflite": float_tflite,
             }
             bundle = write_bundle(stage, tflite, model_version=model_version, **common)
             if val_items:

@@ -5,6 +5,7 @@ A bundle is a folder::
     bundle.json            manifest (schema below)
     model.tflite           full-integer int8 model, CPU
     model_edgetpu.tflite   optional, compiled by edgetpu_compiler
+    model_float.tflite     optional float32 reference for benchmarks; never run by the bin
 
 The manifest names the class lists of both heads, the preprocessing, the input and output
 tensors with their quantisation, the model version, the sha256 of every model file, a
@@ -56,6 +57,7 @@ class ModelBundle:
     output_tensors: dict[str, str]
     unknown_threshold: float
     manifest: dict[str, Any] = field(repr=False)
+    float_file: Path | None = None
 
     @property
     def input_size(self) -> int:
@@ -152,6 +154,11 @@ def load_bundle(spec: str | Path) -> ModelBundle:
         edgetpu_file = _checked_file(
             folder, model["edgetpu_file"], str(model.get("edgetpu_sha256", "")), manifest_path
         )
+    float_file = None
+    if model.get("float_file"):
+        float_file = _checked_file(
+            folder, model["float_file"], str(model.get("float_sha256", "")), manifest_path
+        )
     labels = {head: tuple(manifest["labels"][head]) for head in HEADS}
     if labels["binary"] != BINARY_CLASSES or labels["material"] != MATERIAL_CLASSES:
         raise BundleError(
@@ -169,6 +176,7 @@ def load_bundle(spec: str | Path) -> ModelBundle:
         output_tensors={head: manifest["outputs"][head]["tensor"] for head in HEADS},
         unknown_threshold=float(manifest["decision"].get("unknown_threshold", 0.5)),
         manifest=manifest,
+        float_file=float_file,
     )
 
 

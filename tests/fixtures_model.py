@@ -110,9 +110,10 @@ def tiny_run(tmp_path_factory, tiny_data) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_run) -> Path:
-    """A real bundle converted from ``tiny_run`` by the ``smartbin convert`` code path."""
+    """A real bundle converted from ``tiny_run`` by the ``smartbin convert`` code path, with
+    the optional float32 reference model (the benchmarks time both)."""
     from smartbin.convert.pipeline import convert_run
 
     out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
-    convert_run(tiny_run, out, calibration_images=20, edgetpu="off")
+    convert_run(tiny_run, out, calibration_images=20, edgetpu="off", float_model=True)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from smartbin.convert.quantize import (
 )
 from smartbin.convert.representative import select_representative
 from smartbin.device.bundle import load_bundle
+from smartbin.errors import BundleError
 from smartbin.train.evaluate import RunEntry
 
 
@@ -34,6 +36,24 @@ def test_converted_model_is_integer_only(tiny_bundle: Path) -> None:
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX"} <= ops
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     assert {d["dtype"] for d in interpreter.get_output_details()} == {np.uint8}
+
+
+def test_float_model_is_a_verified_float32_reference(tiny_bundle: Path) -> None:
+    from ai_edge_litert import interpreter as litert
+
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.float_file is not None and bundle.float_file.name == "model_float.tflite"
+    assert bundle.manifest["model"]["float_size_bytes"] > bundle.model_file.stat().st_size
+    interpreter = litert.Interpreter(model_path=str(bundle.float_file))
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    # the float file is hashed like the int8 one: a changed byte refuses the bundle
+    data = bytearray(bundle.float_file.read_bytes())
+    data[-1] ^= 0xFF
+    broken = tiny_bundle.parent / "broken_float"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "model_float.tflite").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model_float.tflite: sha256"):
+        load_bundle(broken)
 
 
 def test_integer_check_rejects_a_float_model(tiny_run: Path) -> None:
@@ -103,6 +123,7 @@ def test_convert_cli_int8_io(tiny_run: Path, tmp_path: Path, capsys, caplog) -> 
     if find_compiler() is None:
         assert bundle.edgetpu_file is None
         assert NOT_FOUND in caplog.text
+    assert bundle.float_file is None  # only with --float-model
     # the int8-io model classifies through the same device path
     from smartbin.device.classifier import Classifier
 
