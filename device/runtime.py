@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from smartbin.errors import BundleError
+from smartbin.errors import BundleError, SmartbinError
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,50 @@ def load_edgetpu_delegate() -> Any | None:
         return None
 
 
+class RuntimeFeatureUnavailable(SmartbinError):
+    """The installed runtime cannot do what was asked (e.g. switch XNNPACK off)."""
+
+
+def xnnpack_switch_available() -> bool:
+    """Whether the runtime can build an interpreter without its default XNNPACK delegate.
+
+    LiteRT and tflite-runtime >= 2.5 have ``OpResolverType``; older runtimes always apply it.
+    """
+    module, _ = runtime_module()
+    return hasattr(module, "OpResolverType") and hasattr(
+        module.OpResolverType, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+    )
+
+
 def make_interpreter(
-    model_path: Path, num_threads: int | None = None, delegate: Any | None = None
+    model_path: Path,
+    num_threads: int | None = None,
+    delegate: Any | None = None,
+    xnnpack: bool = True,
 ) -> tuple[Any, str]:
-    """A ready (tensors allocated) interpreter and the runtime's name."""
+    """A ready (tensors allocated) interpreter and the runtime's name.
+
+    ``xnnpack=False`` builds it without the runtime's default delegate (XNNPACK), i.e. with
+    the plain builtin kernels; the bin never does this, the benchmarks compare both.
+    Raises :class:`RuntimeFeatureUnavailable` when the runtime cannot switch it off.
+    """
     module, name = runtime_module()
     delegates = [delegate] if delegate is not None else None
+    options: dict[str, Any] = {}
+    if not xnnpack:
+        if not xnnpack_switch_available():
+            raise RuntimeFeatureUnavailable(
+                f"{name} cannot build an interpreter without XNNPACK (no OpResolverType)"
+            )
+        options["experimental_op_resolver_type"] = (
+            module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     try:
         interpreter = module.Interpreter(
-            model_path=str(model_path), num_threads=num_threads, experimental_delegates=delegates
+            model_path=str(model_path),
+            num_threads=num_threads,
+            experimental_delegates=delegates,
+            **options,
         )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
