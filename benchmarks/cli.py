@@ -1,126 +1,123 @@
-"""`smartbin bench latency|memory`: print on-device figures (never a pass/fail test)."""
+"""``smartbin bench [BUNDLE]``: on-device figures as a table (and JSON), never pass/fail."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smartbin.argtypes import non_negative_int, positive_int
 
-LATENCY_DESCRIPTION = """\
-Time the bin's classifier on this machine through the real device code: for each
-interpreter thread count, the preprocessing of a camera-sized frame (prepare_image) and the
-model inference (Classifier.classify_prepared), as mean, p50, p90 and p99 in milliseconds,
-plus the frames per second of preprocessing + inference. The report names the CPU, the
-board, the TFLite runtime, whether the Edge TPU was used and the model's version and size.
+DESCRIPTION = """\
+Measure the bin's model and pipeline on this machine, through the real device code:
+
+  invoke    interpreter.invoke() alone (input set once), per model variant (int8; float32
+            when the bundle has one; the Edge TPU model when a Coral answers) x thread count
+            x XNNPACK on/off: min, p50, p90, p99, mean, stdev, fps, load time, model size
+  pipeline  a video clip through the daemon's classes (decode, presence, preprocess,
+            invoke, postprocess, publish to a real MQTT broker through the SQLite outbox):
+            each stage's share and pipeline / invoke (target <= 1.10), at the largest
+            thread count
+  memory    RSS and peak RSS of the classifier in a fresh process
+
+It prints figures and never fails on them. --json OUT writes every figure.
 """
 
-MEMORY_DESCRIPTION = """\
-Resident memory of the bin's classifier, measured in a fresh Python process that imports
-only the device code: RSS and peak RSS (VmHWM) after the imports, after loading the bundle
-and interpreter, and after N inferences.
-"""
+BENCH = "smartbin.benchmarks.bench"
 
 
-def _threads(text: str) -> tuple[int, ...]:
-    from smartbin.benchmarks.latency import parse_threads, thread_counts
+def _parsed(module: str, name: str) -> Callable[[str], Any]:
+    """argparse type from a ValueError-raising parser in ``module``, imported only when an
+    option is given (every ``smartbin`` command builds this parser): exit 2, one line."""
 
-    try:
-        return thread_counts(parse_threads(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    def convert(text: str) -> Any:
+        parse = getattr(importlib.import_module(module), name)
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-
-def _frame(text: str) -> tuple[int, int]:
-    from smartbin.benchmarks.latency import parse_frame
-
-    try:
-        return parse_frame(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = name
+    return convert
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench``; the heavy imports happen only when it runs."""
+    # parser_class is inherited from `sub`, so usage errors stay one line, exit 2.
+    bench = sub.add_parser(
+        "bench",
+        help="on-device benchmarks: invoke, whole pipeline, memory",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument(
         "bundle",
         nargs="?",
         default="default",
         metavar="BUNDLE",
         help="model bundle folder (or its bundle.json); 'default' = the shipped bundle",
     )
-    parser.add_argument(
+    bench.add_argument(
+        "--threads",
+        type=_parsed(BENCH, "parse_threads"),
+        default=None,
+        metavar="N[,N...]",
+        help="interpreter thread counts (default: 1, 2, 4... up to the usable CPUs, at most "
+        "8, plus that count); the pipeline uses the largest",
+    )
+    bench.add_argument(
+        "--runs",
+        type=positive_int,
+        default=200,
+        help="timed invokes per row, and classified frames of the pipeline (default 200)",
+    )
+    bench.add_argument(
+        "--warmup",
+        type=non_negative_int,
+        default=20,
+        help="untimed invokes first, and untimed pipeline items covering as many frames "
+        "(default 20)",
+    )
+    bench.add_argument(
+        "--xnnpack",
+        type=_parsed(BENCH, "parse_xnnpack"),
+        default=(True, False),
+        metavar="on,off|on|off",
+        help="time invoke with XNNPACK on, off or both (default on,off); the headline row "
+        "(XNNPACK on, as the bin runs) is always timed",
+    )
+    bench.add_argument(
         "--edgetpu",
         choices=("auto", "off"),
         default="auto",
-        help="auto: use the bundle's Edge TPU model when a Coral is present; off: CPU only",
+        help="auto: also time the bundle's Edge TPU model when a Coral is present, and let "
+        "the pipeline use it as the bin would; off: CPU only",
     )
-    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (for logs and scripts)"
-    )
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add `bench` with `latency` and `memory`; heavy imports happen inside each command."""
-    bench = sub.add_parser(
-        "bench",
-        help="on-device benchmarks: classifier latency and memory",
-        description="On-device benchmarks. They print figures; they never pass or fail.",
-    )
-    # parser_class is inherited from `sub`, so usage errors stay one line, exit 2.
-    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", parser_class=type(bench))
-    bench_sub.required = True
-
-    latency = bench_sub.add_parser(
-        "latency",
-        help="preprocess + inference latency per thread count",
-        description=LATENCY_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_common(latency)
-    latency.add_argument(
-        "--threads",
-        type=_threads,
-        default=(1, 2, 4),
-        metavar="N[,N...]",
-        help="interpreter thread counts to measure (default 1,2,4)",
-    )
-    latency.add_argument("--runs", type=positive_int, default=200, help="timed frames per count")
-    latency.add_argument(
-        "--warmup", type=non_negative_int, default=20, help="untimed frames first (default 20)"
-    )
-    latency.add_argument(
-        "--image",
+    bench.add_argument("--no-pipeline", action="store_true", help="skip the pipeline part")
+    bench.add_argument("--no-memory", action="store_true", help="skip the memory part")
+    bench.add_argument(
+        "--clip",
         type=Path,
         metavar="PATH",
-        help="photo to classify, resized to the frame size (default: a synthetic frame)",
+        help="video for the pipeline, replayed as often as needed (default: the sample clip "
+        "firmware_config/sample/demo.mp4); it must show items arriving on an empty bin",
     )
-    latency.add_argument(
-        "--frame",
-        type=_frame,
-        default=(640, 480),
-        metavar="WxH",
-        help="camera frame size that preprocessing starts from (default 640x480)",
+    bench.add_argument(
+        "--broker",
+        type=_parsed("smartbin.benchmarks.pipeline", "parse_broker"),
+        metavar="HOST[:PORT]",
+        help="publish to this running broker (events, and retained status/counts/last_event, "
+        "go under smartbin/bench/); default: start mosquitto on a free local port, or the "
+        "embedded broker without mosquitto",
     )
-    latency.set_defaults(func=_run_latency)
-
-    memory = bench_sub.add_parser(
-        "memory",
-        help="RSS / peak RSS of the classifier in a fresh process",
-        description=MEMORY_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    bench.add_argument("--json", type=Path, metavar="OUT", help="also write the figures here")
+    bench.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (for logs and scripts)"
     )
-    _add_common(memory)
-    memory.add_argument(
-        "--runs", type=positive_int, default=50, help="inferences before the last reading"
-    )
-    memory.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="interpreter threads (default: runtime's)",
-    )
-    memory.set_defaults(func=_run_memory)
+    bench.set_defaults(func=_run)
 
 
 def _check_json_target(path: Path | None) -> None:
@@ -151,32 +148,33 @@ def _write_json(path: Path, report: dict) -> None:
         raise SmartbinError(f"cannot write --json {path}: {exc.strerror or exc}") from None
 
 
-def _run_latency(args: argparse.Namespace) -> int:
-    from smartbin.benchmarks.latency import LatencyConfig, format_latency, run_latency
+def _run(args: argparse.Namespace) -> int:
+    from smartbin.benchmarks.bench import BenchConfig, format_bench, run_bench
 
-    config = LatencyConfig(
+    config = BenchConfig(
         bundle=args.bundle,
         threads=args.threads,
         runs=args.runs,
         warmup=args.warmup,
-        image=args.image,
-        frame_size=args.frame,
+        xnnpack=args.xnnpack,
         edgetpu=args.edgetpu,
+        pipeline=not args.no_pipeline,
+        memory=not args.no_memory,
+        clip=args.clip,
+        broker=args.broker,
     )
     _check_json_target(args.json)
-    report = run_latency(config, show_progress=not args.no_progress)
-    print(format_latency(report))
-    if args.json:
-        _write_json(args.json, report)
-    return 0
-
-
-def _run_memory(args: argparse.Namespace) -> int:
-    from smartbin.benchmarks.memory import format_memory, run_memory
-
-    _check_json_target(args.json)
-    report = run_memory(args.bundle, runs=args.runs, threads=args.threads, edgetpu=args.edgetpu)
-    print(format_memory(report))
+    device_log = logging.getLogger("smartbin.device")
+    level = device_log.level
+    if not getattr(args, "verbose", False):
+        # The device code logs every model load and sort event at INFO: dozens of lines that
+        # would bury the progress bar and the table. Warnings still show; -v shows it all.
+        device_log.setLevel(logging.WARNING)
+    try:
+        report = run_bench(config, show_progress=not args.no_progress)
+    finally:
+        device_log.setLevel(level)
+    print(format_bench(report))
     if args.json:
         _write_json(args.json, report)
     return 0

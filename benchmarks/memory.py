@@ -76,7 +76,7 @@ def measure_in_this_process(
 
     import numpy  # noqa: F401  (loaded by the device code anyway; named for the stage)
 
-    from smartbin.benchmarks.latency import DEFAULT_FRAME, synthetic_frame
+    from smartbin.benchmarks.invoke import DEFAULT_FRAME, synthetic_frame
     from smartbin.device.bundle import load_bundle
     from smartbin.device.classifier import Classifier
     from smartbin.device.runtime import runtime_module
@@ -122,26 +122,23 @@ def stage_deltas(stages: dict[str, dict[str, float | None]]) -> dict[str, float 
 
 
 def run_memory(
-    bundle_spec: str | Path, runs: int = 50, threads: int | None = None, edgetpu: str = "auto"
+    bundle_folder: Path, runs: int = 50, threads: int | None = None, edgetpu: str = "auto"
 ) -> dict[str, Any]:
-    """Measure in a fresh Python subprocess; return the report (JSON-ready).
+    """Measure in a fresh Python subprocess; return the ``memory`` block of the report.
 
-    The bundle is verified here first, so a bad path is reported as one line by the parent
-    rather than as the child's stderr.
+    ``bundle_folder`` is one the caller already loaded (verified), so a bad path has been
+    reported as one line before the child starts.
     """
-    from smartbin.benchmarks.system import system_info
-    from smartbin.device.bundle import load_bundle
     from smartbin.errors import SmartbinError
 
     if runs < 1:
         raise SmartbinError(f"--runs must be >= 1, got {runs}")
-    bundle = load_bundle(bundle_spec)
     command = [
         sys.executable,
         "-m",
         "smartbin.benchmarks.memory",
         "--child",
-        str(bundle.folder),
+        str(bundle_folder),
         "--runs",
         str(runs),
         "--edgetpu",
@@ -162,41 +159,25 @@ def run_memory(
         child = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         raise SmartbinError(f"memory benchmark child printed no report: {done.stdout!r}") from None
-    return {
-        "bench": "memory",
-        "system": system_info(child["runtime"]),
-        "model": {
-            "bundle": str(bundle.folder),
-            "version": child["model_version"],
-            "file": child["model_file"],
-            "size_bytes": child["model_size_bytes"],
-            "input_size": child["input_size"],
-        },
-        "config": {"runs": runs, "threads": threads, "edgetpu": edgetpu},
-        "child": child,
-    }
+    last_stage = child["stages"][STAGES[-1]]
+    return {"peak_rss_mib": last_stage["peak_rss_mib"], "rss_mib": last_stage["rss_mib"], **child}
 
 
-def format_memory(report: dict[str, Any]) -> str:
+def format_memory(memory: dict[str, Any]) -> str:
     """The stages as a readable table (MiB)."""
     from smartbin.benchmarks.stats import format_table
-    from smartbin.benchmarks.system import describe
 
-    child = report["child"]
-    model = report["model"]
-    head = [
-        f"machine: {describe(report['system'])}",
-        f"model:   {model['version']} ({model['file']}, {model['size_bytes'] / 1e6:.2f} MB), "
-        f"{'Edge TPU' if child['on_edgetpu'] else 'CPU'}, threads={child['threads'] or 'default'}",
-        f"fresh process pid {child['pid']}, {child['runs']} inferences"
-        + (", TensorFlow WAS imported (figures inflated)" if child["tensorflow_imported"] else ""),
-        "",
-    ]
+    head = (
+        f"memory: fresh process (pid {memory['pid']}), {memory['model_file']} on "
+        f"{'the Edge TPU' if memory['on_edgetpu'] else 'the CPU'}, "
+        f"threads={memory['threads'] or 'default'}"
+        + (", TensorFlow WAS imported (figures inflated)" if memory["tensorflow_imported"] else "")
+    )
     labels = {
         "python": "python started",
         "imports": "device imports",
         "loaded": "bundle + interpreter",
-        "inferences": f"after {child['runs']} inferences",
+        "inferences": f"after {memory['runs']} inferences",
     }
 
     def mib(value: float | None) -> object:
@@ -204,12 +185,12 @@ def format_memory(report: dict[str, Any]) -> str:
 
     rows = []
     for stage in STAGES:
-        snap = child["stages"][stage]
-        added = child["deltas_mib"].get(stage, snap["rss_mib"])
+        snap = memory["stages"][stage]
+        added = memory["deltas_mib"].get(stage, snap["rss_mib"])
         rows.append([labels[stage], mib(snap["rss_mib"]), mib(added), mib(snap["peak_rss_mib"])])
     table = format_table(["stage", "RSS MiB", "added MiB", "peak RSS MiB (VmHWM)"], rows)
     note = "peak = highest RSS so far in the process, transients during imports included"
-    return "\n".join(head) + table + "\n" + note
+    return "\n".join([head, table, note])
 
 
 def _child_main(argv: Sequence[str] | None = None) -> int:

@@ -38,18 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smartbin.device.broker import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO / "firmware_config" / "sample" / "demo.mp4"
 BIN_ID = "soak"
 EVENT_LOG = re.compile(r"sort_event id=([0-9a-f]{32})")
 SAMPLE_EVERY_S = 2.0
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Mosquitto:

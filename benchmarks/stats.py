@@ -14,15 +14,19 @@ PERCENTILES = (50, 90, 99)
 
 
 def summarize(samples_ms: Sequence[float]) -> dict[str, float | int]:
-    """count, mean, p50, p90, p99, min, max (milliseconds) of one series of timings."""
+    """count, min, p50, p90, p99, max, mean and stdev (sample, n-1) of one series, in ms.
+
+    Keys carry the unit (``p50_ms``) because the JSON is read by scripts and people alike.
+    """
     if len(samples_ms) == 0:
         raise ValueError("no timings to summarise")
     values = np.asarray(samples_ms, dtype=np.float64)
-    summary: dict[str, float | int] = {"count": int(values.size), "mean": float(values.mean())}
+    summary: dict[str, float | int] = {"count": int(values.size), "min_ms": float(values.min())}
     for q in PERCENTILES:
-        summary[f"p{q}"] = float(np.percentile(values, q))
-    summary["min"] = float(values.min())
-    summary["max"] = float(values.max())
+        summary[f"p{q}_ms"] = float(np.percentile(values, q))
+    summary["max_ms"] = float(values.max())
+    summary["mean_ms"] = float(values.mean())
+    summary["stdev_ms"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
     return summary
 
 

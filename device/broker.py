@@ -34,6 +34,13 @@ def port_is_open(host: str, port: int, timeout: float = 0.3) -> bool:
         return False
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (the OS picks it), for a throw-away broker."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
 def broker_config(host: str, port: int) -> dict[str, Any]:
     """amqtt's configuration: one anonymous TCP listener, no $SYS topics."""
     return {
