@@ -26,6 +26,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from smartbin.benchmarks import cli as bench_cli
     from smartbin.convert import cli as convert_cli
+    from smartbin.dashboard import cli as dashboard_cli
     from smartbin.device import cli as device_cli
     from smartbin.device import demo_cli
     from smartbin.train import cli as train_cli
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (train_cli, convert_cli, device_cli, demo_cli, bench_cli):
+    for module in (train_cli, convert_cli, device_cli, demo_cli, bench_cli, dashboard_cli):
         module.register(sub)
     return parser
 
