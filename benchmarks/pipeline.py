@@ -57,7 +57,7 @@ from smartbin.errors import SmartbinError
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-#: The clip `smartbin demo` replays; in a source checkout (it is not in the wheel).
+#: The clip `smartbin demo` replays; found only in an editable install (not in the wheel).
 SAMPLE_CLIP = REPO / "firmware_config" / "sample" / "demo.mp4"
 STAGES = ("decode", "presence", "preprocess", "invoke", "postprocess", "publish", "other")
 BIN_ID = "bench"
@@ -83,7 +83,10 @@ def resolve_clip(clip: Path | None) -> Path:
     path = SAMPLE_CLIP if clip is None else Path(clip).expanduser()
     if not path.is_file():
         if clip is None:
-            raise SmartbinError(f"no sample clip at {path} (not a source checkout?); pass --clip")
+            raise SmartbinError(
+                f"no sample clip at {path} (smartbin is not installed editable from a "
+                "checkout); pass --clip, e.g. firmware_config/sample/demo.mp4"
+            )
         raise SmartbinError(f"--clip {path}: no such file")
     return path
 
