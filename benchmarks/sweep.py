@@ -173,7 +173,7 @@ def measure(bundle: Path, threads: int, runs: int) -> dict[str, Any]:
     from smartbin.benchmarks.bench import BenchConfig, run_bench
 
     report = run_bench(
-        BenchConfig(bundle=bundle, threads=(threads,), runs=runs, pipeline=False),
+        BenchConfig(bundle=bundle, threads=(threads,), runs=runs, xnnpack=(True,), pipeline=False),
         show_progress=False,
     )
     return report
@@ -181,7 +181,7 @@ def measure(bundle: Path, threads: int, runs: int) -> dict[str, Any]:
 
 def _variant_p50(report: dict[str, Any], model: str) -> float | None:
     for row in report.get("invoke_table", []):
-        if row.get("model") == model and row.get("xnnpack", True):
+        if row["model"] == model and row["xnnpack"] and row["available"]:
             return float(row["p50_ms"])
     return None
 
