@@ -120,11 +120,18 @@ def run_bench(config: BenchConfig, show_progress: bool = True) -> dict[str, Any]
     from smartbin.benchmarks import invoke
     from smartbin.benchmarks.memory import run_memory
     from smartbin.benchmarks.pipeline import PipelineBench, resolve_clip
+    from smartbin.device.broker import port_is_open
     from smartbin.device.bundle import load_bundle
     from smartbin.device.runtime import runtime_module, xnnpack_switch_available
+    from smartbin.errors import SmartbinError
 
     bundle = load_bundle(config.bundle)
-    clip = resolve_clip(config.clip) if config.pipeline else None  # refuse before measuring
+    clip = None
+    if config.pipeline:  # refuse a missing clip or broker before minutes of measuring
+        clip = resolve_clip(config.clip)
+        if config.broker is not None and not port_is_open(*config.broker):
+            host, port = config.broker
+            raise SmartbinError(f"--broker {host}:{port}: no MQTT broker listens there")
     threads = config.threads or default_threads()
     top = max(threads)
     _, runtime = runtime_module()

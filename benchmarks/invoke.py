@@ -24,11 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from smartbin.benchmarks.stats import summarize
+
+if TYPE_CHECKING:
+    from smartbin.device.bundle import ModelBundle
 
 DEFAULT_FRAME = (640, 480)  # width, height of a typical Pi camera preview frame
 INT8, FLOAT32, EDGETPU = "int8", "float32", "edgetpu"
@@ -66,7 +69,7 @@ class InvokeCase:
     xnnpack: bool
 
 
-def model_variants(bundle: Any, edgetpu: str) -> tuple[list[Variant], str | None]:
+def model_variants(bundle: ModelBundle, edgetpu: str) -> tuple[list[Variant], str | None]:
     """The variants to time and, when the bundle's Edge TPU model is left out, why."""
     from smartbin.device.runtime import load_edgetpu_delegate
 
@@ -162,7 +165,7 @@ def measure_case(
     }
 
 
-def model_input(bundle: Any) -> np.ndarray:
+def model_input(bundle: ModelBundle) -> np.ndarray:
     """The prepared (resized, cropped) uint8 picture every invoke gets."""
     from smartbin.device.preprocess import prepare_image
 

@@ -49,10 +49,13 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smartbin.benchmarks.stats import summarize
 from smartbin.errors import SmartbinError
+
+if TYPE_CHECKING:
+    from smartbin.device.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ def _elapsed_ms(start: float) -> float:
 class PipelineBench:
     """One run: real source, pipeline, classifier, outbox, publisher and broker, instrumented."""
 
-    def __init__(self, bundle: Any, threads: int, use_edgetpu: bool) -> None:
+    def __init__(self, bundle: ModelBundle, threads: int, use_edgetpu: bool) -> None:
         from smartbin.device.classifier import Classifier
 
         self.clock = _Clock()
@@ -359,9 +362,9 @@ class PipelineBench:
                     frame.stages["postprocess"] += event_post / len(frames)
                     frame.stages["publish"] += publish / len(frames)
                     frame.off_thread = frame.stages["decode"] + clock.deliver_ms / len(frames)
+                if progress is not None:  # the last item may overshoot --runs: cap the bar
+                    progress.update(min(len(frames), runs - len(timed)))
                 timed += frames
-                if progress is not None:
-                    progress.update(len(frames))
         finally:
             source.close()
         return self._report(timed, idle_ms, submit_ms, deliver_ms, k, warmup_items) | {

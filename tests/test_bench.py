@@ -27,6 +27,7 @@ from smartbin.benchmarks.pipeline import BIN_ID, SAMPLE_CLIP, STAGES, parse_brok
 from smartbin.benchmarks.stats import summarize
 from smartbin.benchmarks.system import cpu_model
 from smartbin.cli import main
+from smartbin.device.broker import free_port
 from smartbin.device.bundle import load_bundle
 
 TIMING_KEYS = ("min_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "stdev_ms")
@@ -180,7 +181,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert len(err.splitlines()) == 1 and "error:" in err
 
 
-def test_bad_paths_are_one_line_errors_before_measuring(tiny_bundle, tmp_path, capsys):
+def test_bad_paths_and_broker_are_one_line_errors_before_measuring(tiny_bundle, tmp_path, capsys):
     missing = tmp_path / "nowhere"
     assert main(["bench", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
@@ -189,6 +190,10 @@ def test_bad_paths_are_one_line_errors_before_measuring(tiny_bundle, tmp_path, c
     assert str(missing) in err and len(err.splitlines()) == 1
     assert main(["bench", str(tiny_bundle), "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    nobody = f"127.0.0.1:{free_port()}"
+    assert main(["bench", str(tiny_bundle), "--broker", nobody, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert nobody in err and "no MQTT broker" in err and len(err.splitlines()) == 1
 
 
 def test_summarize_percentiles():
