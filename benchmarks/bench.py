@@ -143,6 +143,8 @@ def run_bench(config: BenchConfig, show_progress: bool = True) -> dict[str, Any]
     if not any(c.variant.name == headline_model and c.threads == top and c.xnnpack for c in cases):
         # The headline (what the bin runs) is always timed, even with --xnnpack off.
         cases.append(invoke.InvokeCase(headline_variant, top, True))
+        order = {v.name: i for i, v in enumerate(variants)}
+        cases.sort(key=lambda c: (order[c.variant.name], c.threads, not c.xnnpack))
     switch = xnnpack_switch_available()
     timed_cases = [c for c in cases if c.xnnpack or switch]
     total = len(timed_cases) * config.runs + (config.runs if config.pipeline else 0)
