@@ -108,3 +108,24 @@ def test_train_bad_data_path_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["train", str(tmp_path / "missing"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0]
+
+
+def test_from_scratch_backbone_learns_batchnorm_with_a_short_run_momentum() -> None:
+    import keras
+
+    from smartbin.train.model import (
+        FROM_SCRATCH_BN_MOMENTUM,
+        FULL_FINE_TUNE,
+        build_model,
+        set_backbone_trainable,
+    )
+
+    model = build_model(32, None, 0.35, 0.2, FULL_FINE_TUNE)
+    norms = [x for x in model.backbone_top_layers if isinstance(x, keras.layers.BatchNormalization)]
+    assert norms
+    set_backbone_trainable(model, True)  # transfer learning: BN frozen, its momentum untouched
+    assert not any(x.trainable for x in norms)
+    assert {x.momentum for x in norms} == {0.999}
+    set_backbone_trainable(model, True, batchnorm=True)
+    assert all(x.trainable for x in norms)
+    assert {x.momentum for x in norms} == {FROM_SCRATCH_BN_MOMENTUM}
