@@ -267,6 +267,8 @@ class Ingest:
         if failed:
             self._error(f"broker refused the subscription to {self.pattern} ({', '.join(failed)})")
             return
+        # From here on no bin message is missed (tests and operators wait for this line).
+        log.info("dashboard: subscribed to %s", self.pattern)
         self._subscribed.set()
 
     def _on_connect_fail(self, client, userdata) -> None:  # noqa: ANN001

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv and install smartbin with the given extras (default: device).
 # With the dev extras it also installs the Debian packages the tests need when they are
-# missing: mosquitto (a real broker) and shellcheck (install.sh is checked). The demo needs
-# no Debian package: without mosquitto it uses the embedded Python broker.
+# missing: mosquitto (a real broker), shellcheck (install.sh is checked), and chromium +
+# chromium-driver (the dashboard's page is tested in headless Chromium; Selenium is pointed
+# at Debian's chromedriver, it never downloads a browser). The demo needs no Debian
+# package: without mosquitto it uses the embedded Python broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-device}"
@@ -13,6 +15,8 @@ if [[ ",$extras," == *,dev,* ]]; then
     apt_packages+=(mosquitto mosquitto-clients)
   fi
   command -v shellcheck >/dev/null 2>&1 || apt_packages+=(shellcheck)
+  [ -x /usr/bin/chromium ] || apt_packages+=(chromium)
+  [ -x /usr/bin/chromedriver ] || apt_packages+=(chromium-driver)
 fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   sudo=""
