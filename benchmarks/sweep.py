@@ -275,7 +275,8 @@ def plot(rows: Sequence[dict[str, Any]], out: Path) -> Path | None:
     ax.set_ylabel("int8 material accuracy (%)")
     ax.set_title("smartbin: latency vs accuracy (validation split)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     return out
