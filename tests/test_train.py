@@ -129,3 +129,18 @@ def test_from_scratch_backbone_learns_batchnorm_with_a_short_run_momentum() -> N
     set_backbone_trainable(model, True, batchnorm=True)
     assert all(x.trainable for x in norms)
     assert {x.momentum for x in norms} == {FROM_SCRATCH_BN_MOMENTUM}
+
+
+def test_exported_model_equals_top_over_cached_bottom_for_every_cut() -> None:
+    """What training fits (``top`` on cached ``bottom`` outputs) is what gets exported."""
+    from smartbin.train.model import FULL_FINE_TUNE, build_model
+
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    for cut in (FULL_FINE_TUNE, "block_2_add"):
+        model = build_model(32, None, 0.35, 0.2, cut)
+        exported = model.full(pixels, training=False)
+        trained = model.top(model.bottom(pixels, training=False), training=False)
+        for head in ("binary", "material"):
+            np.testing.assert_allclose(
+                np.asarray(exported[head]), np.asarray(trained[head]), atol=1e-5, err_msg=cut
+            )

@@ -181,7 +181,10 @@ def _augmenter(seed: int):
 
 
 def cache_views(bottom, images: np.ndarray, views: int, augment, batch: int, desc: str) -> list:
-    """Bottom-of-backbone outputs for ``views`` augmented copies (view 0 plain when views==1)."""
+    """Bottom-of-backbone outputs for ``views`` augmented copies (view 0 plain when views==1).
+
+    Always through ``bottom`` (the model's own scaling, and the frozen layers if any), so the
+    trained ``top`` and the exported ``full`` model see the same numbers."""
     cached = []
     for view in range(views):
         parts = []
@@ -189,7 +192,7 @@ def cache_views(bottom, images: np.ndarray, views: int, augment, batch: int, des
             x = images[start : start + batch].astype("float32")
             if augment is not None:
                 x = np.clip(np.asarray(augment(x, training=True)), 0, 255)
-            feats = x if bottom is None else np.asarray(bottom(x, training=False))
+            feats = np.asarray(bottom(x, training=False))
             parts.append(feats.astype("float16"))
         cached.append(np.concatenate(parts))
     return cached
