@@ -144,3 +144,25 @@ def test_exported_model_equals_top_over_cached_bottom_for_every_cut() -> None:
             np.testing.assert_allclose(
                 np.asarray(exported[head]), np.asarray(trained[head]), atol=1e-5, err_msg=cut
             )
+
+
+def test_cached_views_are_augmented_in_range_and_plain_ones_exact() -> None:
+    """The compiled view model keeps the augmentation on although ``predict`` runs in inference
+    mode, draws a new augmentation per view, keeps pixels in 0..255, and leaves plain
+    (validation) views equal to ``bottom`` itself."""
+    from smartbin.train.fit import _augmenter, cache_views
+    from smartbin.train.model import FULL_FINE_TUNE, build_model
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    model = build_model(32, None, 0.35, 0.2, FULL_FINE_TUNE)  # bottom = the scaling alone
+    views = cache_views(model.bottom, images, 2, _augmenter(3), 4, "test")
+    assert [v.shape for v in views] == [(5, 32, 32, 3)] * 2
+    plain = cache_views(model.bottom, images, 1, None, 4, "test")[0]
+    expected = np.asarray(model.bottom(images.astype("float32"), training=False))
+    np.testing.assert_allclose(plain.astype("float32"), expected, atol=1e-2)
+    for view in views:
+        assert np.isfinite(view).all()
+        assert view.min() >= -1.0 - 1e-3 and view.max() <= 1.0 + 1e-3  # clipped 0..255, scaled
+        assert np.abs(view.astype("float32") - expected).mean() > 0.01  # augmented
+    assert np.abs(views[0].astype("float32") - views[1].astype("float32")).mean() > 0.01
