@@ -186,6 +186,14 @@ def _variant_p50(report: dict[str, Any], model: str) -> float | None:
     return None
 
 
+def _shown_path(path: Path) -> str:
+    """Relative to the working directory where possible: the JSON is committed."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def row_for(config: SweepConfig, bundle: Path, report: dict[str, Any]) -> dict[str, Any]:
     """Everything the table and the plot show about one configuration."""
     manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
@@ -196,7 +204,7 @@ def row_for(config: SweepConfig, bundle: Path, report: dict[str, Any]) -> dict[s
         "kind": config.kind,
         "alpha": config.alpha,
         "input_size": config.input_size,
-        "bundle": str(bundle),
+        "bundle": _shown_path(bundle),
         "model_version": manifest["model_version"],
         "train_command": manifest.get("training", {}).get("command"),
         "int8_size_mb": model["size_bytes"] / 1e6,
