@@ -92,13 +92,11 @@ def build_model(
     top = keras.Model(top_in, heads(pooled_out), name="top")
     pooled = keras.Model(top_in, pooled_out, name="pooled")
 
-    # The cached training inputs always come from this: with the whole backbone trainable it is
-    # the scaling alone, so ``top`` sees exactly what ``full`` feeds it (raw 0..255 pixels
-    # there trained a student that scored 71 % in training and 15 % once exported).
-    bottom_pixels = keras.Input((input_size, input_size, 3), name="pixels")
-    bottom_scaled = layers.Rescaling(1.0 / 127.5, offset=-1.0)(bottom_pixels)
-    bottom_out = bottom_core(bottom_scaled) if bottom_core is not None else bottom_scaled
-    bottom = keras.Model(bottom_pixels, bottom_out, name="bottom_pixels")
+    # The cached training inputs always come from this: the exported model's own graph up to
+    # the cut (with the whole backbone trainable, the scaling alone), so ``top`` sees exactly
+    # what ``full`` feeds it (raw 0..255 pixels there trained a student that scored 71 % in
+    # training and 15 % once exported).
+    bottom = keras.Model(pixels, cut, name="bottom_pixels")
     bottom.trainable = False
     trainable = [layer for layer in top_core.layers if layer.weights]
     return TwoHeadModel(full, bottom, top, pooled, heads, trainable)
