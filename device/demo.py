@@ -43,7 +43,7 @@ class MosquittoProcess:
         user = pwd.getpwuid(os.geteuid()).pw_name  # started as root it would switch users
         conf.write_text(
             f"user {user}\nlistener {self.port} {self.host}\nallow_anonymous true\n"
-            f"persistence false\nlog_dest file {log_file}\n"
+            f"persistence false\nset_tcp_nodelay true\nlog_dest file {log_file}\n"
         )
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
