@@ -488,12 +488,20 @@ def browser() -> Iterator[Any]:
 
 
 def _wait(driver: Any, what: Callable[[Any], Any], why: str, timeout: float = 60.0) -> Any:
-    """Selenium's explicit wait, with a message that shows what the page says."""
-    from selenium.common.exceptions import TimeoutException
+    """Selenium's explicit wait, with a message that shows what the page says.
+
+    The page redraws its tables when a message arrives; an element found just before a
+    redraw is stale when read, so that poll is retried rather than failed."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(what)
+        return WebDriverWait(
+            driver,
+            timeout,
+            poll_frequency=0.2,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(what)
     except TimeoutException:
         page = driver.find_element("tag name", "main").text
         raise AssertionError(f"page never showed {why} in {timeout}s; it shows:\n{page}") from None
