@@ -21,6 +21,7 @@ empty again, so an item that stays is reported once.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -133,8 +134,8 @@ class PresenceUpdate:
     """What the detector made of one frame."""
 
     state: PresenceState
-    changed: float  # fraction of the ROI that differs from the empty bin
-    motion: float  # fraction of the ROI that changed since the previous frame
+    changed: float  # fraction of the ROI that differs from the empty bin (NaN: not measured)
+    motion: float  # fraction of the ROI that changed since the previous frame (NaN: idem)
     classify: bool = False  # classify this frame (one of frames_to_classify)
     triggered: bool = False  # first frame of a new item
     item_complete: bool = False  # last frame to classify for this item
@@ -184,6 +185,11 @@ class PresenceDetector:
                 log.info("presence: empty bin learnt from %d frames", s.warmup_frames)
             return PresenceUpdate(PresenceState.LEARNING, 0.0, 0.0)
 
+        if self.state is PresenceState.CLASSIFYING:
+            # The item was accepted and gets its fixed number of frames whatever they show:
+            # comparing would change nothing, and it is a third of the detector's time on
+            # exactly the frames that also pay for the model.
+            return self._classify_step(math.nan, math.nan, triggered=False)
         changed = changed_fraction(grey, self._background, s.diff_threshold)
         motion = 1.0 if last is None else changed_fraction(grey, last, s.diff_threshold)
         occupied = changed >= s.min_area
@@ -215,9 +221,6 @@ class PresenceDetector:
             self.state = PresenceState.CLASSIFYING
             log.debug("presence: item %d stable (changed=%.3f)", self.triggers, changed)
             return self._classify_step(changed, motion, triggered=True)
-
-        if self.state is PresenceState.CLASSIFYING:
-            return self._classify_step(changed, motion, triggered=False)
 
         # WAIT_EMPTY: the item was reported; re-arm once the view is empty again.
         if occupied:

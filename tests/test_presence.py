@@ -134,6 +134,23 @@ def test_classifies_the_configured_number_of_frames(background, item_frame):
     assert sum(u.item_complete for u in updates) == 1
 
 
+def test_an_accepted_item_gets_all_its_frames_even_if_it_is_taken_away(background, item_frame):
+    """Once triggered, the item's frames are classified whatever they show, so the detector
+    does not compare them (NaN); it compares again from the next frame on."""
+    detector = PresenceDetector(PresenceSettings(frames_to_classify=3, stable_frames=2))
+    for _ in range(8):
+        detector.update(lit(background, 1.0))
+    for _ in range(10):
+        update = detector.update(lit(item_frame, 1.0))
+        if update.triggered:
+            break
+    assert update.triggered and update.changed > 0.03
+    updates = [detector.update(lit(background, 1.0)) for _ in range(3)]
+    assert [u.classify for u in updates] == [True, True, False]
+    assert updates[1].item_complete and np.isnan(updates[0].changed)
+    assert updates[2].state is PresenceState.WAIT_EMPTY and updates[2].changed < 0.03
+
+
 def test_item_outside_the_roi_is_ignored(background):
     item = load_image_rgb(ITEMS[2])
     left_item = _place_item(background, item, 0.7, (-100, 0))  # left part of the frame
