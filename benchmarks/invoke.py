@@ -169,4 +169,4 @@ def model_input(bundle: ModelBundle) -> np.ndarray:
     """The prepared (resized, cropped) uint8 picture every invoke gets."""
     from smartbin.device.preprocess import prepare_image
 
-    return prepare_image(synthetic_frame(), bundle.input_size)
+    return prepare_image(synthetic_frame(), bundle.input_size, bundle.preprocess.resize)

@@ -31,6 +31,7 @@ from smartbin.convert.representative import (
     select_representative,
 )
 from smartbin.device.bundle import HEADS, ModelBundle, load_bundle
+from smartbin.device.preprocess import resize_of_run
 from smartbin.errors import SmartbinError
 from smartbin.train.evaluate import (
     BundlePredictor,
@@ -91,7 +92,11 @@ def _strip_curves(report: dict[str, Any]) -> dict[str, Any]:
 
 def measure(float_model: Any, bundle: ModelBundle, items: list[Any]) -> dict[str, Any]:
     """Float vs int8 on the same images through the same preprocessing and metrics."""
-    float_predictor = KerasPredictor(float_model, unknown_threshold=bundle.unknown_threshold)
+    float_predictor = KerasPredictor(
+        float_model,
+        unknown_threshold=bundle.unknown_threshold,
+        resize=bundle.preprocess.resize,
+    )
     float_set = predict_items(float_predictor, items, desc="float model")
     int8_set = predict_items(BundlePredictor(bundle), items, desc="int8 model")
     float_report = compute_report(float_set, bundle.unknown_threshold)
@@ -159,9 +164,13 @@ def convert_run(
 
     model = load_full_model(run_dir / MODEL_FILE)
     size = int(model.input_shape[1])
+    try:
+        resize = resize_of_run(run.get("config") or {})
+    except ValueError as exc:
+        raise SmartbinError(f"{run_dir / RUN_FILE}: config.resize: {exc}") from None
     chosen = select_representative(train_items, calibration_images)
-    images = load_prepared(chosen, size, desc="calibration images")
-    log.info("calibrating on %d training images at %d px", len(images), size)
+    images = load_prepared(chosen, size, resize, desc="calibration images")
+    log.info("calibrating on %d training images at %d px (%s)", len(images), size, resize)
     tflite = quantize_keras_model(model, representative_dataset(images), io_type)
     check_integer_only(tflite)
     input_info, outputs = io_tensors(tflite, HEADS)
@@ -193,6 +202,7 @@ def convert_run(
                 "input_info": input_info,
                 "outputs": outputs,
                 "input_size": size,
+                "resize": resize,
                 "unknown_threshold": unknown_threshold,
                 "training": training,
                 "edgetpu_path": edgetpu_path,

@@ -48,7 +48,7 @@ def select_representative(items: Sequence[Labelled], n: int, seed: int = 0) -> l
     return chosen
 
 
-def load_prepared(items: Sequence[Labelled], size: int, desc: str) -> np.ndarray:
+def load_prepared(items: Sequence[Labelled], size: int, resize: str, desc: str) -> np.ndarray:
     """The items' pictures through THE preprocessing, as one uint8 (N, size, size, 3) array.
 
     Unreadable files are logged and left out (the count says so); none readable is an error.
@@ -56,7 +56,7 @@ def load_prepared(items: Sequence[Labelled], size: int, desc: str) -> np.ndarray
     images = []
     for item in tqdm(items, desc=desc, unit="img", leave=False):
         try:
-            images.append(prepare_image(load_image_rgb(item.path), size))
+            images.append(prepare_image(load_image_rgb(item.path), size, resize))
         except ImageReadError as exc:
             log.warning("skipping unreadable calibration image %s", exc)
     if not images:

@@ -67,4 +67,5 @@ class Classifier:
 
     def classify(self, rgb: np.ndarray) -> Classified:
         """Classify any uint8 RGB picture: the bundle's preprocessing, then one forward pass."""
-        return self.classify_prepared(prepare_image(rgb, self.bundle.input_size))
+        spec = self.bundle.preprocess
+        return self.classify_prepared(prepare_image(rgb, spec.size, spec.resize))

@@ -37,6 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--input-size", type=int_at_least(32), default=224, help="square input (px)"
     )
+    parser.add_argument(
+        "--resize",
+        choices=("bilinear", "area"),
+        default="bilinear",
+        help="how pictures are scaled to the input size, recorded in the bundle so the bin "
+        "does the same: bilinear (fast on the bin) or area (the rule of runs made before it "
+        "was recorded)",
+    )
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument(
         "--cut-layer",
@@ -96,6 +104,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.teacher is not None:
         _check_teacher(args.teacher)
 
+    from smartbin.device.preprocess import RESIZE_NAMES
     from smartbin.train.fit import TrainConfig, train
 
     config = TrainConfig(
@@ -103,6 +112,7 @@ def _run_train(args: argparse.Namespace) -> int:
         out=str(args.out),
         weights=str(weights) if weights else None,
         input_size=args.input_size,
+        resize=RESIZE_NAMES[args.resize],
         alpha=args.alpha,
         cut_layer=args.cut_layer,
         views=args.views,

@@ -25,7 +25,12 @@ from tqdm import tqdm
 
 from smartbin.device.decision import Prediction, decide
 from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES, ORGANIC, TRASH, UNKNOWN
-from smartbin.device.preprocess import load_image_rgb, prepare_image
+from smartbin.device.preprocess import (
+    DEFAULT_RESIZE,
+    load_image_rgb,
+    prepare_image,
+    resize_of_run,
+)
 from smartbin.errors import ImageReadError, SmartbinError
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ class Predictor(Protocol):
     """A model's forward pass: the only thing that differs between float and int8."""
 
     input_size: int
+    resize: str  # the preprocessing's resize rule the model was trained with
     unknown_threshold: float
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +75,7 @@ class BundlePredictor:
         self.bundle = bundle
         self.classifier = Classifier(bundle, num_threads=num_threads, use_edgetpu=use_edgetpu)
         self.input_size = bundle.input_size
+        self.resize = bundle.preprocess.resize
         self.unknown_threshold = bundle.unknown_threshold
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,6 +91,7 @@ class BundlePredictor:
             "runtime": self.classifier.runtime,
             "edgetpu": self.classifier.on_edgetpu,
             "input_size": self.input_size,
+            "resize": self.resize,
         }
 
 
@@ -92,17 +100,24 @@ class KerasPredictor:
 
     batch_size = 16
 
-    def __init__(self, model: Any, path: Path | None = None, unknown_threshold: float = 0.5):
+    def __init__(
+        self,
+        model: Any,
+        path: Path | None = None,
+        unknown_threshold: float = 0.5,
+        resize: str = DEFAULT_RESIZE,
+    ):
         self.model = model
         self.path = path
         self.input_size = int(model.input_shape[1])
+        self.resize = resize
         self.unknown_threshold = unknown_threshold
 
     @classmethod
     def from_file(cls, path: Path, unknown_threshold: float = 0.5) -> KerasPredictor:
         from smartbin.train.model import load_full_model
 
-        return cls(load_full_model(path), path, unknown_threshold)
+        return cls(load_full_model(path), path, unknown_threshold, keras_model_resize(path))
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.model(batch.astype(np.float32), training=False)
@@ -113,7 +128,21 @@ class KerasPredictor:
             "kind": "keras",
             "path": str(self.path) if self.path else None,
             "input_size": self.input_size,
+            "resize": self.resize,
         }
+
+
+def keras_model_resize(path: Path) -> str:
+    """The resize rule of a ``.keras`` model: its training run's (``run.json`` beside it),
+    else the current default. A .keras file does not carry it; a bundle does."""
+    run_file = path.with_name("run.json")
+    if not run_file.is_file():
+        return DEFAULT_RESIZE
+    try:
+        config = json.loads(run_file.read_text(encoding="utf-8")).get("config", {})
+        return resize_of_run(config)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
+        raise SmartbinError(f"{run_file}: cannot tell the model's preprocessing ({exc})") from None
 
 
 @dataclass
@@ -164,7 +193,8 @@ def predict_items(
 
     for item in tqdm(items, desc=desc, unit="img", leave=False):
         try:
-            pending.append(prepare_image(load_image_rgb(item.path), predictor.input_size))
+            image = load_image_rgb(item.path)
+            pending.append(prepare_image(image, predictor.input_size, predictor.resize))
             pending_items.append(item)
         except ImageReadError as exc:
             failed.append({"path": str(item.path), "reason": exc.reason})

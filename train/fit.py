@@ -35,7 +35,12 @@ import numpy as np
 from tqdm import tqdm
 
 from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
-from smartbin.device.preprocess import load_image_rgb, prepare_image
+from smartbin.device.preprocess import (
+    DEFAULT_RESIZE,
+    check_resize,
+    load_image_rgb,
+    prepare_image,
+)
 from smartbin.errors import ImageReadError, SmartbinError
 from smartbin.train.data import (
     DataSplit,
@@ -56,6 +61,7 @@ class TrainConfig:
     out: str
     weights: str | None
     input_size: int = 224
+    resize: str = DEFAULT_RESIZE
     alpha: float = 1.0
     cut_layer: str = "block_9_add"
     views: int = 4
@@ -97,11 +103,13 @@ def _limit(samples: list[Sample], per_class: int | None) -> list[Sample]:
     return [s for group in kept.values() for s in group]
 
 
-def load_images(samples: list[Sample], size: int, workers: int, desc: str) -> np.ndarray:
+def load_images(
+    samples: list[Sample], size: int, resize: str, workers: int, desc: str
+) -> np.ndarray:
     """Decode and prepare every image with THE preprocessing; uint8 N x size x size x 3."""
 
     def one(sample: Sample) -> np.ndarray:
-        return prepare_image(load_image_rgb(sample.path), size)
+        return prepare_image(load_image_rgb(sample.path), size, resize)
 
     out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -343,6 +351,10 @@ def train(config: TrainConfig) -> Path:
     """Run both phases and write ``model.keras`` + ``run.json`` into ``config.out``."""
     import keras
 
+    try:
+        check_resize(config.resize)
+    except ValueError as exc:
+        raise SmartbinError(f"resize: {exc}") from None
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
@@ -372,8 +384,8 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     )
     size, workers = config.input_size, config.workers
     try:
-        train_images = load_images(split.train, size, workers, "load train")
-        val_images = load_images(split.validation, size, workers, "load validation")
+        train_images = load_images(split.train, size, config.resize, workers, "load train")
+        val_images = load_images(split.validation, size, config.resize, workers, "load validation")
     except ImageReadError as exc:  # discover verified them; a file changed since
         raise SmartbinError(f"image became unreadable during training: {exc}") from None
     if config.weights is None:
