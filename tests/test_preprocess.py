@@ -60,12 +60,12 @@ def test_bilinear_rule_box_averages_large_frames_first() -> None:
     assert np.mean(got != expected) < 0.01
 
 
-def test_the_rules_differ_and_new_runs_use_bilinear() -> None:
+def test_the_rules_differ_and_new_runs_use_area() -> None:
     frame = textured(240, 320)
     area = prepare_image(frame, 224, RESIZE_AREA)
     bilinear = prepare_image(frame, 224, RESIZE_BILINEAR)
     assert not np.array_equal(area, bilinear)
-    assert DEFAULT_RESIZE == RESIZE_BILINEAR == PreprocessSpec().resize
+    assert DEFAULT_RESIZE == RESIZE_AREA == PreprocessSpec().resize
     with pytest.raises(ValueError, match="unknown resize rule 'nearest'"):
         prepare_image(frame, 224, "nearest")
 
@@ -86,21 +86,20 @@ def test_runs_from_before_the_rule_was_recorded_used_area() -> None:
 
 
 def test_the_bin_uses_its_bundles_rule(tiny_bundle: Path, tmp_path: Path) -> None:
-    """A bundle made before the rule existed says area; the bin must resize its frames that
-    way, whatever new runs use."""
+    """A bundle that says bilinear gets bilinear frames on the bin, whatever the default."""
     fresh = load_bundle(tiny_bundle)
-    assert fresh.preprocess.resize == RESIZE_BILINEAR  # the fixture run used the default
-    old = tmp_path / "old_bundle"
-    shutil.copytree(tiny_bundle, old)
-    manifest = json.loads((old / "bundle.json").read_text())
-    manifest["preprocessing"]["resize"] = RESIZE_AREA
-    (old / "bundle.json").write_text(json.dumps(manifest))
-    classifier = Classifier(load_bundle(old), num_threads=1, use_edgetpu=False)
+    assert fresh.preprocess.resize == RESIZE_AREA  # the fixture run used the default
+    other = tmp_path / "bilinear_bundle"
+    shutil.copytree(tiny_bundle, other)
+    manifest = json.loads((other / "bundle.json").read_text())
+    manifest["preprocessing"]["resize"] = RESIZE_BILINEAR
+    (other / "bundle.json").write_text(json.dumps(manifest))
+    classifier = Classifier(load_bundle(other), num_threads=1, use_edgetpu=False)
     size = classifier.bundle.input_size
     frames = [textured(150, 200, seed) for seed in range(8)]
     for frame in frames:
         got = classifier.classify(frame).prediction
-        want = classifier.classify_prepared(prepare_image(frame, size, RESIZE_AREA)).prediction
+        want = classifier.classify_prepared(prepare_image(frame, size, RESIZE_BILINEAR)).prediction
         assert np.array_equal(got.binary, want.binary)
         assert np.array_equal(got.material, want.material)
     # The two rules do lead to different outputs on these frames, so the check above can fail.
@@ -115,12 +114,18 @@ def test_the_bin_uses_its_bundles_rule(tiny_bundle: Path, tmp_path: Path) -> Non
     )
 
 
-def test_an_old_run_converts_to_an_area_bundle(tiny_run: Path, tmp_path: Path) -> None:
+def test_a_run_converts_with_its_recorded_rule(tiny_run: Path, tmp_path: Path) -> None:
+    """A run that says bilinear gives a bilinear bundle; one that says nothing (made before
+    the rule was recorded) an area one."""
     from smartbin.convert.pipeline import convert_run
 
     old_run = tmp_path / "old_run"
     shutil.copytree(tiny_run, old_run)
     run = json.loads((old_run / "run.json").read_text())
+    run["config"]["resize"] = RESIZE_BILINEAR
+    (old_run / "run.json").write_text(json.dumps(run))
+    convert_run(old_run, tmp_path / "bilinear", calibration_images=8, edgetpu="off")
+    assert load_bundle(tmp_path / "bilinear").preprocess.resize == RESIZE_BILINEAR
     assert run["config"].pop("resize") == RESIZE_BILINEAR
     (old_run / "run.json").write_text(json.dumps(run))
     convert_run(old_run, tmp_path / "bundle", calibration_images=8, edgetpu="off")
