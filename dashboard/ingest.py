@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt
 
 from smartbin.dashboard import payloads
 from smartbin.dashboard.store import Store
-from smartbin.device.comms.mqtt import MqttSettings
+from smartbin.device.comms.mqtt import MqttSettings, disable_nagle
 from smartbin.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_socket_open = disable_nagle
         return client
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001

@@ -37,6 +37,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from smartbin.device.comms.mqtt import disable_nagle
+
 HOST = "127.0.0.1"
 
 
@@ -124,6 +126,7 @@ class Broker:
             f"log_dest file {self.log_file}",
             "log_type all",
             "connection_messages true",
+            "set_tcp_nodelay true",  # as the shipped examples and the demo broker
         ]
         if self.persistence:
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
@@ -255,6 +258,7 @@ class Subscriber:
         if broker.tls:
             self.client.tls_set(ca_certs=str(broker.ca_file))
         self.client.reconnect_delay_set(1, 1)
+        self.client.on_socket_open = disable_nagle  # acks at once, as the dashboard does
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message

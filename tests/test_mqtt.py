@@ -417,7 +417,7 @@ def test_packets_go_out_without_nagle_delay(
     publisher_factory: Callable[..., MqttPublisher],
 ) -> None:
     """With Nagle's algorithm on, an event's PUBLISH waited for the broker's delayed ack of
-    the previous retained counts: 10-17 ms per event on a local broker (see _disable_nagle)."""
+    the previous retained counts: 10-17 ms per event on a local broker (see disable_nagle)."""
     publisher = publisher_factory(broker_factory(tls=tls))
     assert nagle_disabled(publisher)
     publisher.submit(make_event(4))

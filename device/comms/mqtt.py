@@ -172,14 +172,16 @@ class MqttSettings:
                 raise ConfigError(f"mqtt.{key}: file not found: {path}")
 
 
-def _disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def disable_nagle(client: mqtt.Client, userdata: Any, sock: Any) -> None:
     """Send each MQTT packet at once (TCP_NODELAY); paho leaves Nagle's algorithm on.
 
     With Nagle on, a small packet written while an earlier one is unacknowledged waits for
     the broker's delayed TCP ack: every QoS 0 ``last_event``/``counts`` update held up the
     next event's PUBLISH, and delivery took 10-17 ms per event on a local broker instead of
-    about 1.4 ms (``smartbin bench``, "delivery to PUBACK"). Our packets are small and
-    latency matters more than segment count.
+    about 1.4 ms (``smartbin bench``, "delivery to PUBACK"). A subscriber's PUBACKs are
+    held back the same way, so a broker stopped mid-stream finds more of its messages
+    unacknowledged and sends them again. Set it as ``client.on_socket_open`` on every
+    client; our packets are small and latency matters more than segment count.
     """
     setsockopt = getattr(sock, "setsockopt", None)  # absent on websocket wrappers
     if setsockopt is None:
@@ -443,7 +445,7 @@ class MqttPublisher:
         client.on_subscribe = self._on_subscribe
         client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
-        client.on_socket_open = _disable_nagle
+        client.on_socket_open = disable_nagle
         return client
 
     def _on_connect(
