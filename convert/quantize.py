@@ -56,15 +56,17 @@ class TensorInfo:
 def quantize_keras_model(
     model: Any,
     representative: Callable[[], Iterator[list[np.ndarray]]],
-    io_type: str = "uint8",
+    io_type: str | None = "uint8",
 ) -> bytes:
     """Convert ``model`` to a full-integer int8 TFLite flatbuffer.
 
     ``representative`` yields ``[float32 batch of 1 image]`` lists (pixels 0..255, as
     ``prepare_image`` makes them) for calibration; ``io_type`` is the dtype of the model's
-    input and outputs (uint8 by default: camera bytes in, no float anywhere).
+    input and outputs (uint8 by default: camera bytes in, no float anywhere). ``None`` keeps
+    float input and outputs around the integer ops: training uses that to see what the int8
+    bottom of the backbone computes (``smartbin train --int8-bottom``); a bundle never does.
     """
-    if io_type not in IO_TYPES:
+    if io_type is not None and io_type not in IO_TYPES:
         raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}, got {io_type!r}")
     import tensorflow as tf
 
@@ -72,8 +74,9 @@ def quantize_keras_model(
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.representative_dataset = representative
-    converter.inference_input_type = getattr(tf, io_type)
-    converter.inference_output_type = getattr(tf, io_type)
+    if io_type is not None:
+        converter.inference_input_type = getattr(tf, io_type)
+        converter.inference_output_type = getattr(tf, io_type)
     return _run_converter(converter)
 
 

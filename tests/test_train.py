@@ -166,3 +166,54 @@ def test_cached_views_are_augmented_in_range_and_plain_ones_exact() -> None:
         assert view.min() >= -1.0 - 1e-3 and view.max() <= 1.0 + 1e-3  # clipped 0..255, scaled
         assert np.abs(view.astype("float32") - expected).mean() > 0.01  # augmented
     assert np.abs(views[0].astype("float32") - views[1].astype("float32")).mean() > 0.01
+
+
+def test_int8_bottom_features_are_the_quantised_bottom_s() -> None:
+    """``--int8-bottom``: the cached views come out of an int8 model of the frozen bottom: on
+    its output's 8-bit grid, close to the float bottom's, and augmented per view."""
+    from smartbin.train.data import Sample
+    from smartbin.train.fit import _augmenter, cache_views
+    from smartbin.train.int8_bottom import quantize_bottom
+    from smartbin.train.model import build_model
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    samples = [
+        Sample(Path(f"{i}.png"), RECYCLABLE, i % len(MATERIAL_CLASSES), "0" * 40, "s", "f")
+        for i in range(len(images))
+    ]
+    model = build_model(32, None, 0.35, 0.2, "block_2_add")
+    int8 = quantize_bottom(model.bottom, images, samples, 8)
+
+    reference = np.asarray(model.bottom(images.astype("float32"), training=False))
+    direct = int8(images.astype("float32"))
+    grid = np.unique(direct)
+    steps = np.diff(grid) / np.diff(grid).min()
+    assert len(grid) <= 256 and np.allclose(steps, np.round(steps), atol=1e-3)  # 8-bit levels
+    plain = cache_views(model.bottom, images, 1, None, 5, "test", int8)[0].astype("float32")
+    assert plain.shape == reference.shape
+    np.testing.assert_allclose(plain, direct, rtol=1e-3, atol=1e-3)  # cached as float16
+    spread = reference.max() - reference.min()
+    assert np.abs(direct - reference).mean() < 0.05 * spread  # the same layers
+
+    views = cache_views(model.bottom, images, 2, _augmenter(3), 5, "test", int8)
+    change = np.abs(views[0].astype("float32") - views[1].astype("float32")).mean()
+    assert change > 0.05 * spread  # a new augmentation per view, through the int8 bottom
+
+
+def test_int8_bottom_needs_a_frozen_bottom(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--weights", "none"]
+    assert main([*args, "--cut-layer", "input", "--int8-bottom", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--int8-bottom" in err[0] and "cut-layer" in err[0]
+
+
+def test_train_on_the_int8_bottom_through_the_cli(tmp_path: Path, tiny_data: Path) -> None:
+    run = tmp_path / "run"
+    args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
+    args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "block_2_add"]
+    args += ["--views", "1", "--head-epochs", "1", "--epochs", "1", "--batch-size", "8"]
+    assert main([*args, "--int8-bottom", "10"]) == 0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["config"]["int8_bottom"] == 10
+    assert (run / "model.keras").is_file() and "fine_tune" in saved["history"]

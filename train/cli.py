@@ -82,6 +82,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.5,
         help="share of the teacher's probabilities in each target (with --teacher)",
     )
+    parser.add_argument(
+        "--int8-bottom",
+        type=int,
+        default=0,
+        metavar="N",
+        help="quantisation-aware top: train on the features of the frozen bottom quantised to "
+        "int8 (calibrated on N training images: give convert's --calibration-images), not on "
+        "the float ones; needs a --cut-layer other than 'input' (default: 0, off)",
+    )
     parser.set_defaults(func=_run_train)
 
     try:
@@ -103,6 +112,15 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.teacher is not None:
         _check_teacher(args.teacher)
+    if args.int8_bottom < 0:
+        raise SmartbinError(f"--int8-bottom must be 0 (off) or positive, got {args.int8_bottom}")
+    if args.int8_bottom:
+        from smartbin.train.model import FULL_FINE_TUNE
+
+        if args.cut_layer == FULL_FINE_TUNE:
+            raise SmartbinError(
+                f"--int8-bottom needs a frozen bottom: a --cut-layer other than {FULL_FINE_TUNE!r}"
+            )
 
     from smartbin.device.preprocess import RESIZE_NAMES
     from smartbin.train.fit import TrainConfig, train
@@ -128,6 +146,7 @@ def _run_train(args: argparse.Namespace) -> int:
         limit_per_class=args.limit_per_class,
         seed=args.seed,
         workers=args.workers,
+        int8_bottom=args.int8_bottom,
         teacher=args.teacher,
         distill_weight=args.distill_weight,
     )

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ class TrainConfig:
     workers: int = 2
     teacher: str | None = None
     distill_weight: float = 0.5
+    #: Calibration images for an int8 bottom (0 = train on the float bottom's features).
+    int8_bottom: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -188,7 +191,7 @@ def _augmenter(seed: int):
     )
 
 
-def _view_model(bottom, augment):
+def _view_model(bottom, augment, shape: tuple):
     """``augment`` (in training mode) -> clip to 0..255 -> ``bottom``, as one model.
 
     Why: ``predict_on_batch`` runs it as one compiled program (XLA under JAX, a graph under
@@ -209,22 +212,34 @@ def _view_model(bottom, augment):
         def call(self, x):
             return keras.ops.clip(self.augment(x, training=True), 0.0, 255.0)
 
-    shape = tuple(bottom.inputs[0].shape[1:])
-    return keras.Sequential([keras.Input(shape), AlwaysAugment(), bottom], name="view")
+    stages = [keras.Input(shape), AlwaysAugment()] + ([bottom] if bottom is not None else [])
+    return keras.Sequential(stages, name="view")
 
 
-def cache_views(bottom, images: np.ndarray, views: int, augment, batch: int, desc: str) -> list:
+def cache_views(
+    bottom,
+    images: np.ndarray,
+    views: int,
+    augment,
+    batch: int,
+    desc: str,
+    int8_bottom: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list:
     """Bottom-of-backbone outputs for ``views`` augmented copies (plain when ``augment`` is None).
 
     Always through ``bottom`` (the model's own scaling, and the frozen layers if any), so the
-    trained ``top`` and the exported ``full`` model see the same numbers."""
-    view_model = _view_model(bottom, augment)
+    trained ``top`` and the exported ``full`` model see the same numbers; or through
+    ``int8_bottom``, the same layers as the int8 model computes them."""
+    view_model = _view_model(bottom if int8_bottom is None else None, augment, images.shape[1:])
     cached = []
     for view in range(views):
         parts = []
         for start in tqdm(range(0, len(images), batch), desc=f"{desc} view {view + 1}/{views}"):
-            x = images[start : start + batch].astype("float32")
-            feats = np.asarray(view_model.predict_on_batch(x))
+            feats = images[start : start + batch].astype("float32")
+            if view_model is not None:
+                feats = np.asarray(view_model.predict_on_batch(feats))
+            if int8_bottom is not None:
+                feats = int8_bottom(feats)
             parts.append(feats.astype("float16"))
         cached.append(np.concatenate(parts))
     return cached
@@ -391,8 +406,15 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     if config.weights is None:
         estimate_batchnorm(model.full, train_images[:256])
     augment = _augmenter(config.seed)
-    train_cache = cache_views(model.bottom, train_images, config.views, augment, 64, "cache train")
-    val_cache = cache_views(model.bottom, val_images, 1, None, 64, "cache validation")
+    int8_bottom = None
+    if config.int8_bottom > 0:
+        from smartbin.train.int8_bottom import quantize_bottom
+
+        int8_bottom = quantize_bottom(model.bottom, train_images, split.train, config.int8_bottom)
+    train_cache = cache_views(
+        model.bottom, train_images, config.views, augment, 64, "cache train", int8_bottom
+    )
+    val_cache = cache_views(model.bottom, val_images, 1, None, 64, "cache validation", int8_bottom)
     del train_images, val_images
 
     head_weights = {h: class_weights(split.train, h) for h in HEADS}
