@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="quantisation-aware top: train on the features of the frozen bottom quantised to "
         "int8 (calibrated on N training images: give convert's --calibration-images), not on "
-        "the float ones; needs a --cut-layer other than 'input' (default: 0, off)",
+        "the float ones; needs a --cut-layer other than 'input'; 0 = off",
     )
     parser.set_defaults(func=_run_train)
 
