@@ -483,5 +483,6 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
         "validation_float": _validation_accuracy(val_probs, split.validation),
     }
     (out / "run.json").write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")
-    log.info("validation (float): %s", json.dumps(run["validation_float"]))
+    features = "float top on the int8 bottom" if config.int8_bottom else "float"
+    log.info("validation (%s): %s", features, json.dumps(run["validation_float"]))
     return out
