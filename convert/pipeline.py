@@ -82,6 +82,14 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
+#: Said with the drop of a run trained with ``--int8-bottom``: its top was fitted to the int8
+#: bottom's features, so its float model is not the reference the drop assumes.
+INT8_BOTTOM_NOTE = (
+    "this run was trained on the int8 bottom (--int8-bottom): its float model is not a "
+    "reference for the int8 one, compare int8 figures between runs instead of this drop"
+)
+
+
 def _strip_curves(report: dict[str, Any]) -> dict[str, Any]:
     """The report without ROC points: the manifest keeps numbers, not plots."""
     out = dict(report)
@@ -132,6 +140,8 @@ def format_drop(metrics: dict[str, Any]) -> str:
             other = metrics["int8"]["per_source"].get(source, {})
             for key in ("binary", "material"):
                 row(f"{source}/{key}", entry.get(key), other.get(key))
+    if metrics.get("note"):
+        lines.append(f"note: {metrics['note']}")
     return "\n".join(lines)
 
 
@@ -211,6 +221,8 @@ def convert_run(
             bundle = write_bundle(stage, tflite, model_version=model_version, **common)
             if val_items:
                 metrics = measure(model, bundle, val_items)
+                if (run.get("config") or {}).get("int8_bottom"):
+                    metrics["note"] = INT8_BOTTOM_NOTE
             else:
                 log.warning("run has no validation images: the bundle carries no accuracy")
                 metrics = {"split": "validation", "n": 0}

@@ -208,7 +208,9 @@ def test_int8_bottom_needs_a_frozen_bottom(tmp_path: Path, tiny_data: Path, caps
     assert len(err) == 1 and "--int8-bottom" in err[0] and "cut-layer" in err[0]
 
 
-def test_train_on_the_int8_bottom_through_the_cli(tmp_path: Path, tiny_data: Path) -> None:
+def test_train_on_the_int8_bottom_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    from smartbin.convert.pipeline import INT8_BOTTOM_NOTE
+
     run = tmp_path / "run"
     args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
     args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "block_2_add"]
@@ -217,3 +219,9 @@ def test_train_on_the_int8_bottom_through_the_cli(tmp_path: Path, tiny_data: Pat
     saved = json.loads((run / "run.json").read_text())
     assert saved["config"]["int8_bottom"] == 10
     assert (run / "model.keras").is_file() and "fine_tune" in saved["history"]
+
+    bundle = tmp_path / "bundle"
+    assert main(["convert", str(run), "--out", str(bundle), "--calibration-images", "10"]) == 0
+    assert "--int8-bottom" in capsys.readouterr().out  # the drop comes with the note
+    metrics = json.loads((bundle / "bundle.json").read_text())["metrics"]
+    assert metrics["note"] == INT8_BOTTOM_NOTE
