@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smartbin.argtypes import float_between, int_at_least, positive_int
+from smartbin.argtypes import float_between, int_at_least, non_negative_int, positive_int
 
 DEFAULT_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet.h5"
 
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--int8-bottom",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="quantisation-aware top: train on the features of the frozen bottom quantised to "
@@ -112,8 +112,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.teacher is not None:
         _check_teacher(args.teacher)
-    if args.int8_bottom < 0:
-        raise SmartbinError(f"--int8-bottom must be 0 (off) or positive, got {args.int8_bottom}")
     if args.int8_bottom:
         from smartbin.train.model import FULL_FINE_TUNE
 
