@@ -17,6 +17,7 @@ from smartbin.device.preprocess import (
     DEFAULT_RESIZE,
     RESIZE_AREA,
     RESIZE_BILINEAR,
+    RESIZE_NAMES,
     PreprocessSpec,
     prepare_image,
     resize_of_run,
@@ -68,6 +69,26 @@ def test_the_rules_differ_and_new_runs_use_area() -> None:
     assert DEFAULT_RESIZE == RESIZE_AREA == PreprocessSpec().resize
     with pytest.raises(ValueError, match="unknown resize rule 'nearest'"):
         prepare_image(frame, 224, "nearest")
+
+
+def test_train_offers_every_rule_by_its_short_name() -> None:
+    """`train --resize` lists its choices literally (importing OpenCV to build `--help` would
+    slow every command): they must stay the names the rules are known by."""
+    import argparse
+
+    from smartbin.train.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    train = parser.parse_args(["train", "data", "--out", "run"])
+    assert train.resize == "area"
+    (action,) = [
+        a
+        for a in parser._subparsers._group_actions[0].choices["train"]._actions
+        if a.dest == "resize"
+    ]
+    assert set(action.choices) == set(RESIZE_NAMES)
+    assert set(RESIZE_NAMES.values()) == {RESIZE_AREA, RESIZE_BILINEAR}
 
 
 def test_spec_round_trips_both_rules_and_refuses_others() -> None:
