@@ -79,14 +79,10 @@ def test_train_offers_every_rule_by_its_short_name() -> None:
     from smartbin.train.cli import register
 
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    train = parser.parse_args(["train", "data", "--out", "run"])
-    assert train.resize == "area"
-    (action,) = [
-        a
-        for a in parser._subparsers._group_actions[0].choices["train"]._actions
-        if a.dest == "resize"
-    ]
+    commands = parser.add_subparsers()
+    register(commands)
+    assert parser.parse_args(["train", "data", "--out", "run"]).resize == "area"
+    (action,) = [a for a in commands.choices["train"]._actions if a.dest == "resize"]
     assert set(action.choices) == set(RESIZE_NAMES)
     assert set(RESIZE_NAMES.values()) == {RESIZE_AREA, RESIZE_BILINEAR}
 
