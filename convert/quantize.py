@@ -99,8 +99,10 @@ def _run_converter(converter: Any) -> bytes:
         raise ConversionError(f"TFLite conversion failed: {type(exc).__name__}: {exc}") from None
 
 
-def _interpreter(model: bytes | Path) -> Any:
-    """A LiteRT interpreter over a flatbuffer (bytes or file); no TensorFlow needed."""
+def litert_interpreter(model: bytes | Path) -> Any:
+    """A LiteRT interpreter (tensors allocated) over a flatbuffer (bytes or file) for the
+    conversion-side checks and the int8 bottom of training; the bin builds its own through
+    :func:`smartbin.device.runtime.make_interpreter` (threads, delegates)."""
     from ai_edge_litert import interpreter as litert
 
     if isinstance(model, bytes | bytearray):
@@ -117,7 +119,7 @@ def integer_op_report(model: bytes | Path) -> list[str]:
     Read from the flatbuffer through the interpreter's op and tensor tables: each op's input and
     output tensor types must be int8/uint8 (activations, weights) or int32 (biases, shapes).
     """
-    interp = _interpreter(model)
+    interp = litert_interpreter(model)
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
     offending: list[str] = []
     for op in interp._get_ops_details():
@@ -154,7 +156,7 @@ def io_tensors(
     Converted two-head models list outputs in no meaningful order, so each head's tensor is
     looked up by the signature's output name, never by position.
     """
-    interp = _interpreter(model)
+    interp = litert_interpreter(model)
     runner = interp.get_signature_runner()
     signature_outputs = runner.get_output_details()
     by_index = {d["index"]: d for d in interp.get_output_details()}

@@ -26,9 +26,9 @@ class Int8Bottom:
     """An int8 TFLite model of the bottom with float input (pixels 0..255) and float output."""
 
     def __init__(self, flatbuffer: bytes) -> None:
-        from ai_edge_litert.interpreter import Interpreter
+        from smartbin.convert.quantize import litert_interpreter
 
-        self._interpreter = Interpreter(model_content=flatbuffer)
+        self._interpreter = litert_interpreter(flatbuffer)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0
