@@ -156,11 +156,13 @@ def test_cached_views_are_augmented_in_range_and_plain_ones_exact() -> None:
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     model = build_model(32, None, 0.35, 0.2, FULL_FINE_TUNE)  # bottom = the scaling alone
-    views = cache_views(model.bottom, images, 2, _augmenter(3), 4, "test")
+    cache = cache_views(model.bottom, images, 2, _augmenter(3), 4, "test")
+    assert cache.grid is None and [v.dtype for v in cache.views] == [np.float16] * 2
+    views = [cache.view(v) for v in range(2)]
     assert [v.shape for v in views] == [(5, 32, 32, 3)] * 2
-    plain = cache_views(model.bottom, images, 1, None, 4, "test")[0]
+    plain = cache_views(model.bottom, images, 1, None, 4, "test").view(0)
     expected = np.asarray(model.bottom(images.astype("float32"), training=False))
-    np.testing.assert_allclose(plain.astype("float32"), expected, atol=1e-2)
+    np.testing.assert_allclose(plain, expected, atol=1e-2)
     for view in views:
         assert np.isfinite(view).all()
         assert view.min() >= -1.0 - 1e-3 and view.max() <= 1.0 + 1e-3  # clipped 0..255, scaled
@@ -190,15 +192,21 @@ def test_int8_bottom_features_are_the_quantised_bottom_s() -> None:
     grid = np.unique(direct)
     steps = np.diff(grid) / np.diff(grid).min()
     assert len(grid) <= 256 and np.allclose(steps, np.round(steps), atol=1e-3)  # 8-bit levels
-    plain = cache_views(model.bottom, images, 1, None, 5, "test", int8)[0].astype("float32")
+    cache = cache_views(model.bottom, images, 1, None, 5, "test", int8)
+    assert cache.grid is not None and cache.views[0].dtype == np.int8  # half of float16
+    plain = cache.view(0)
     assert plain.shape == reference.shape
-    np.testing.assert_allclose(plain, direct, rtol=1e-3, atol=1e-3)  # cached as float16
+    np.testing.assert_allclose(plain, direct, rtol=1e-6, atol=1e-6)  # codes: no rounding loss
     spread = reference.max() - reference.min()
     assert np.abs(direct - reference).mean() < 0.05 * spread  # the same layers
 
-    views = cache_views(model.bottom, images, 2, _augmenter(3), 5, "test", int8)
-    change = np.abs(views[0].astype("float32") - views[1].astype("float32")).mean()
+    cache = cache_views(model.bottom, images, 2, _augmenter(3), 5, "test", int8)
+    change = np.abs(cache.view(0) - cache.view(1)).mean()
     assert change > 0.05 * spread  # a new augmentation per view, through the int8 bottom
+    index, view_of = np.array([0, 3, 7]), np.array([1, 0, 1])
+    batch = cache.batch(index, view_of)  # what the fine-tuning dataset feeds
+    for row, (i, v) in enumerate(zip(index, view_of, strict=True)):
+        np.testing.assert_array_equal(batch[row], cache.view(v)[i])
 
 
 def test_int8_bottom_needs_a_frozen_bottom(tmp_path: Path, tiny_data: Path, capsys) -> None:

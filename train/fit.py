@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +50,8 @@ from smartbin.train.data import (
     discover,
     split_samples,
 )
+from smartbin.train.int8_bottom import Int8Bottom
+from smartbin.train.view_cache import ViewCache
 
 log = logging.getLogger(__name__)
 HEADS = ("binary", "material")
@@ -223,14 +224,15 @@ def cache_views(
     augment,
     batch: int,
     desc: str,
-    int8_bottom: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> list:
+    int8_bottom: Int8Bottom | None = None,
+) -> ViewCache:
     """Bottom-of-backbone outputs for ``views`` augmented copies (plain when ``augment`` is None).
 
     Always through ``bottom`` (the model's own scaling, and the frozen layers if any), so the
     trained ``top`` and the exported ``full`` model see the same numbers; or through
-    ``int8_bottom``, the same layers as the int8 model computes them."""
+    ``int8_bottom``, the same layers as the int8 model computes them (kept as int8 codes)."""
     view_model = _view_model(bottom if int8_bottom is None else None, augment, images.shape[1:])
+    grid = int8_bottom.grid if int8_bottom is not None else None
     cached = []
     for view in range(views):
         parts = []
@@ -240,12 +242,12 @@ def cache_views(
                 feats = np.asarray(view_model.predict_on_batch(feats))
             if int8_bottom is not None:
                 feats = int8_bottom(feats)
-            parts.append(feats.astype("float16"))
+            parts.append(ViewCache.encode(feats, grid))
         cached.append(np.concatenate(parts))
-    return cached
+    return ViewCache(cached, grid)
 
 
-def _make_view_dataset(cache: list, y: dict, w: dict, batch: int, seed: int):
+def _make_view_dataset(cache: ViewCache, y: dict, w: dict, batch: int, seed: int):
     import keras
 
     class ViewDataset(keras.utils.PyDataset):
@@ -254,7 +256,7 @@ def _make_view_dataset(cache: list, y: dict, w: dict, batch: int, seed: int):
         def __init__(self) -> None:
             super().__init__()
             self.rng = np.random.default_rng(seed)
-            self.n = len(cache[0])
+            self.n = cache.images
             self.on_epoch_end()
 
         def __len__(self) -> int:
@@ -262,14 +264,11 @@ def _make_view_dataset(cache: list, y: dict, w: dict, batch: int, seed: int):
 
         def on_epoch_end(self) -> None:
             self.order = self.rng.permutation(self.n)
-            self.view = self.rng.integers(0, len(cache), self.n)
+            self.view = self.rng.integers(0, len(cache.views), self.n)
 
         def __getitem__(self, index: int):
             idx = np.sort(self.order[index * batch : (index + 1) * batch])
-            x = np.empty((len(idx),) + cache[0].shape[1:], dtype="float32")
-            for v in range(len(cache)):
-                sel = self.view[idx] == v
-                x[sel] = cache[v][idx[sel]]
+            x = cache.batch(idx, self.view[idx])
             return x, {h: y[h][idx] for h in HEADS}, {h: w[h][idx] for h in HEADS}
 
     return ViewDataset()
@@ -429,10 +428,13 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     # e.g. for a student trained from scratch, whose random backbone has nothing to pool).
     if config.head_epochs > 0:
         set_backbone_trainable(model, False)
-        pooled_train = [
-            np.asarray(model.pooled.predict(v, batch_size=64, verbose=0)) for v in train_cache
-        ]
-        pooled_val = np.asarray(model.pooled.predict(val_cache[0], batch_size=64, verbose=0))
+        pooled_train = ViewCache(
+            [
+                np.asarray(model.pooled.predict(train_cache.view(v), batch_size=64, verbose=0))
+                for v in range(len(train_cache.views))
+            ]
+        )
+        pooled_val = np.asarray(model.pooled.predict(val_cache.view(0), batch_size=64, verbose=0))
         _compile(model.heads, config.lr_head, config.label_smoothing)
         fit = model.heads.fit(
             _make_view_dataset(pooled_train, y_train, w_train, config.batch_size, config.seed),
@@ -461,14 +463,14 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
         _compile(model.top, schedule, config.label_smoothing)
         fit = model.top.fit(
             dataset,
-            validation_data=(val_cache[0].astype("float32"), y_val, w_val),
+            validation_data=(val_cache.view(0), y_val, w_val),
             epochs=config.epochs,
             callbacks=_callbacks(config.patience, out / "top.best.weights.h5"),
             verbose=2,
         )
         history["fine_tune"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
 
-    val_probs = model.top.predict(val_cache[0].astype("float32"), batch_size=64, verbose=0)
+    val_probs = model.top.predict(val_cache.view(0), batch_size=64, verbose=0)
     model.full.save(out / "model.keras")
     run = {
         "command": " ".join(["smartbin", *sys.argv[1:]]) if sys.argv else "",

@@ -32,6 +32,21 @@ class Int8Bottom:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = 0
+        self.grid = self._output_grid()
+
+    def _output_grid(self) -> tuple[float, int] | None:
+        """``(scale, zero_point)`` of the int8 tensor that the float output is dequantised
+        from: every output value is ``scale * (code - zero_point)`` for an int8 code, so the
+        training cache can hold the codes (see :class:`smartbin.train.view_cache.ViewCache`).
+        None when the output is not one DEQUANTIZE of an int8 tensor."""
+        tensors = {d["index"]: d for d in self._interpreter.get_tensor_details()}
+        for op in self._interpreter._get_ops_details():
+            if op["op_name"] == "DEQUANTIZE" and self._output in op["outputs"]:
+                source = tensors[op["inputs"][0]]
+                scale, zero_point = source["quantization"]
+                if source["dtype"] == np.int8 and scale > 0:
+                    return float(scale), int(zero_point)
+        return None
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Bottom features of a float32 (N, H, W, 3) batch of 0..255 pixels."""
