@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="area",
         help="how pictures are scaled to the input size, recorded in the bundle so the bin "
         "does the same: area (the shipped model's) or bilinear (3x faster on the bin; "
-        "lost more to int8 in the one full run so far)",
+        "a point lower on web images than area in the runs so far)",
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument(
