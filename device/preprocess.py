@@ -38,8 +38,9 @@ RESIZE_RULES = (RESIZE_BILINEAR, RESIZE_AREA)
 #: The rule new training runs use (and so the bundles converted from them). Bilinear is 3x
 #: faster on the bin, but the one full run with it (the shipped recipe, 2026-12-04) lost
 #: 3.6 points on TrashNet to int8 (float 91.1 -> int8 87.6; area: 90.4 -> 89.2). With the
-#: top trained on the int8 bottom (2026-12-06, 40 views) bilinear lost nothing to int8 but
-#: scored lower on web images (95.4 % vs area's 96.7 %), so area stays the default.
+#: top trained on the int8 bottom (2026-12-06, 40 views) bilinear's int8 model matched
+#: area's best on TrashNet (91.4 %) but scored lower on web images (95.4 % vs 96.7 %), so
+#: area stays the default.
 DEFAULT_RESIZE = RESIZE_AREA
 #: ``--resize`` names on the command line.
 RESIZE_NAMES = {"bilinear": RESIZE_BILINEAR, "area": RESIZE_AREA}
