@@ -91,6 +91,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "int8 (calibrated on N training images: give convert's --calibration-images), not on "
         "the float ones; needs a --cut-layer other than 'input'; 0 = off",
     )
+    parser.add_argument(
+        "--ema",
+        type=float_between(0.0, 1.0, include_high=False),
+        default=0.0,
+        metavar="MOMENTUM",
+        help="fine-tune with an exponential moving average of the weights (e.g. 0.998, about "
+        "the last 500 steps): validation, early stopping and the saved model use the average; "
+        "0 = off",
+    )
     parser.set_defaults(func=_run_train)
 
     try:
@@ -145,6 +154,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         int8_bottom=args.int8_bottom,
+        ema=args.ema,
         teacher=args.teacher,
         distill_weight=args.distill_weight,
     )

@@ -83,6 +83,8 @@ class TrainConfig:
     distill_weight: float = 0.5
     #: Calibration images for an int8 bottom (0 = train on the float bottom's features).
     int8_bottom: int = 0
+    #: Momentum of the fine-tuning phase's weight average (0 = off): see weight_average.py.
+    ema: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -461,11 +463,17 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
             warmup_steps=len(dataset),
         )
         _compile(model.top, schedule, config.label_smoothing)
+        callbacks = _callbacks(config.patience, out / "top.best.weights.h5")
+        if config.ema > 0:
+            from smartbin.train.weight_average import WeightAverage
+
+            # First: early stopping and the checkpoint must see the averaged weights.
+            callbacks.insert(0, WeightAverage(config.ema))
         fit = model.top.fit(
             dataset,
             validation_data=(val_cache.view(0), y_val, w_val),
             epochs=config.epochs,
-            callbacks=_callbacks(config.patience, out / "top.best.weights.h5"),
+            callbacks=callbacks,
             verbose=2,
         )
         history["fine_tune"] = {k: [float(x) for x in v] for k, v in fit.history.items()}
