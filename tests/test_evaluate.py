@@ -126,7 +126,7 @@ def test_evaluate_only_organic_folder(tiny_bundle: Path, tmp_path: Path) -> None
     """A folder exercising only the binary head yields no material section."""
     root = tmp_path / "bio"
     make_image_tree(root, per_class=2, seed=3, classes=("organic",))
-    out = tmp_path / "bio.json"
+    out = tmp_path / "new" / "folder" / "bio.json"  # made as needed
     assert main(["evaluate", str(tiny_bundle), str(root), "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert "material" not in report
@@ -142,6 +142,7 @@ def test_evaluate_bad_paths_exit_2(tiny_bundle: Path, eval_tree, tmp_path: Path,
     elif which == "data":
         data = str(tmp_path / "missing-data")
     else:
+        (tmp_path / "no-dir").write_text("a file, not a folder")
         out = str(tmp_path / "no-dir" / "x.json")
     assert main(["evaluate", bundle, data, "--json", out]) == 2
     err = capsys.readouterr().err.strip()

@@ -459,8 +459,14 @@ def run_evaluate(args: Any) -> int:
     from smartbin.train.data import discover
 
     out_json = Path(args.json).expanduser()
-    if out_json.parent and not out_json.parent.is_dir():
-        raise SmartbinError(f"--json: folder {out_json.parent} does not exist")
+    if out_json.parent.exists() and not out_json.parent.is_dir():
+        raise SmartbinError(f"--json: {out_json.parent} is a file, not a folder")
+    try:  # made now, so a bad folder fails before minutes of evaluation, not after
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SmartbinError(
+            f"--json: cannot make folder {out_json.parent}: {exc.strerror}"
+        ) from None
     split_run = getattr(args, "split", None)
     if bool(args.data) == bool(split_run):
         raise SmartbinError("give either DATA_DIR folder(s) or --split RUN_DIR")
