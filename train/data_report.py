@@ -20,7 +20,8 @@ import numpy as np
 
 from smartbin.device.labels import ORGANIC, FolderLabel
 from smartbin.device.preprocess import load_image_rgb, prepare_image
-from smartbin.errors import ImageReadError, SmartbinError
+from smartbin.errors import ImageReadError
+from smartbin.folders import ensure_out_dir
 from smartbin.train.data import (
     Sample,
     discover,
@@ -48,18 +49,6 @@ def _colour(label: FolderLabel) -> str:
     if label.binary == ORGANIC:
         return _COLOURS["organic"]
     return _COLOURS["recyclable"] if label.material is not None else _COLOURS["unknown_material"]
-
-
-def _ensure_out_dir(out_dir: Path) -> Path:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SmartbinError(f"output path {out_dir} exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SmartbinError(
-            f"cannot create output folder {out_dir}: {exc.strerror or exc}"
-        ) from None
-    return out_dir
 
 
 def plot_counts(source: str, samples: Sequence[Sample], path: Path) -> Path:
@@ -135,7 +124,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Discover ``roots``, write charts, grids and JSON into ``out_dir``; return report.json."""
     samples, problems = discover(roots, verify_images=verify_images, progress=progress)
-    out_dir = _ensure_out_dir(Path(out_dir))
+    out_dir = ensure_out_dir(Path(out_dir))
     duplicates = find_duplicates(samples)
     split = split_samples(samples, val_fraction=val_fraction, seed=seed, problems=problems)
 

@@ -32,6 +32,7 @@ from smartbin.device.preprocess import (
     resize_of_run,
 )
 from smartbin.errors import ImageReadError, SmartbinError
+from smartbin.folders import ensure_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -459,14 +460,10 @@ def run_evaluate(args: Any) -> int:
     from smartbin.train.data import discover
 
     out_json = Path(args.json).expanduser()
-    if out_json.parent.exists() and not out_json.parent.is_dir():
-        raise SmartbinError(f"--json: {out_json.parent} is a file, not a folder")
     try:  # made now, so a bad folder fails before minutes of evaluation, not after
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SmartbinError(
-            f"--json: cannot make folder {out_json.parent}: {exc.strerror}"
-        ) from None
+        ensure_out_dir(out_json.parent)
+    except SmartbinError as exc:
+        raise SmartbinError(f"--json: {exc}") from None
     split_run = getattr(args, "split", None)
     if bool(args.data) == bool(split_run):
         raise SmartbinError("give either DATA_DIR folder(s) or --split RUN_DIR")
