@@ -44,6 +44,10 @@ class WeightAverage(keras.callbacks.Callback):
     def _variables(self) -> list:
         return list(self.model.trainable_weights)
 
+    def _assign(self, values: list[np.ndarray]) -> None:
+        for value, variable in zip(values, self._variables(), strict=True):
+            variable.assign(value.astype(variable.dtype))
+
     def on_train_begin(self, logs=None) -> None:
         self.steps = 0
         self._average = [np.array(v.numpy(), dtype="float64") for v in self._variables()]
@@ -59,15 +63,12 @@ class WeightAverage(keras.callbacks.Callback):
     def on_test_begin(self, logs=None) -> None:
         if self._average is None or self._raw is not None:
             return  # not in fit, or the average is already in place
-        variables = self._variables()
-        self._raw = [v.numpy() for v in variables]
-        for average, variable in zip(self._average, variables, strict=True):
-            variable.assign(average.astype(variable.dtype))
+        self._raw = [v.numpy() for v in self._variables()]
+        self._assign(self._average)
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         if self._raw is not None:
-            for raw, variable in zip(self._raw, self._variables(), strict=True):
-                variable.assign(raw)
+            self._assign(self._raw)
             self._raw = None
 
     def on_train_end(self, logs=None) -> None:
@@ -75,8 +76,7 @@ class WeightAverage(keras.callbacks.Callback):
         # leaves fit holding the average either way (EarlyStopping, listed after, may then
         # restore its best averaged epoch).
         if self._average is not None and self._raw is None:
-            for average, variable in zip(self._average, self._variables(), strict=True):
-                variable.assign(average.astype(variable.dtype))
+            self._assign(self._average)
         self._raw = None
 
     def averaged_weights(self) -> list[np.ndarray]:
