@@ -100,6 +100,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the last 500 steps): validation, early stopping and the saved model use the average; "
         "0 = off",
     )
+    parser.add_argument(
+        "--mixup",
+        type=float_between(0.0, 10.0),
+        default=0.0,
+        metavar="ALPHA",
+        help="train on blends of two images' cached features and of their targets, the share "
+        "drawn from Beta(ALPHA, ALPHA) (e.g. 0.2); only images labelled for the same heads are "
+        "blended; 0 = off",
+    )
     parser.set_defaults(func=_run_train)
 
     try:
@@ -155,6 +164,7 @@ def _run_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         int8_bottom=args.int8_bottom,
         ema=args.ema,
+        mixup=args.mixup,
         teacher=args.teacher,
         distill_weight=args.distill_weight,
     )

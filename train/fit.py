@@ -85,6 +85,8 @@ class TrainConfig:
     int8_bottom: int = 0
     #: Momentum of the fine-tuning phase's weight average (0 = off): see weight_average.py.
     ema: float = 0.0
+    #: Beta(alpha, alpha) of mixup on the cached features (0 = off): see mixup.py.
+    mixup: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -249,29 +251,43 @@ def cache_views(
     return ViewCache(cached, grid)
 
 
-def _make_view_dataset(cache: ViewCache, y: dict, w: dict, batch: int, seed: int):
+def _make_view_dataset(
+    cache: ViewCache, y: dict, w: dict, batch: int, seed: int, mixup: float = 0.0
+):
     import keras
 
+    from smartbin.train.mixup import label_groups, mix_batch
+
+    groups = label_groups(w)
+
     class ViewDataset(keras.utils.PyDataset):
-        """Each epoch: a new order and, per image, one of its cached augmented views."""
+        """Each epoch: a new order and, per image, one of its cached augmented views (blended
+        with another image's by ``mixup`` > 0)."""
 
         def __init__(self) -> None:
             super().__init__()
             self.rng = np.random.default_rng(seed)
             self.n = cache.images
+            self.epoch = -1
             self.on_epoch_end()
 
         def __len__(self) -> int:
             return math.ceil(self.n / batch)
 
         def on_epoch_end(self) -> None:
+            self.epoch += 1
             self.order = self.rng.permutation(self.n)
             self.view = self.rng.integers(0, len(cache.views), self.n)
 
         def __getitem__(self, index: int):
             idx = np.sort(self.order[index * batch : (index + 1) * batch])
             x = cache.batch(idx, self.view[idx])
-            return x, {h: y[h][idx] for h in HEADS}, {h: w[h][idx] for h in HEADS}
+            y_batch = {h: y[h][idx] for h in HEADS}
+            w_batch = {h: w[h][idx] for h in HEADS}
+            # Seeded by (seed, epoch, batch), not drawn from self.rng: the same blends
+            # whatever order Keras asks for the batches in.
+            blend_rng = np.random.default_rng((seed, self.epoch, index))
+            return mix_batch(x, y_batch, w_batch, groups[idx], mixup, blend_rng)
 
     return ViewDataset()
 
@@ -439,7 +455,9 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
         pooled_val = np.asarray(model.pooled.predict(val_cache.view(0), batch_size=64, verbose=0))
         _compile(model.heads, config.lr_head, config.label_smoothing)
         fit = model.heads.fit(
-            _make_view_dataset(pooled_train, y_train, w_train, config.batch_size, config.seed),
+            _make_view_dataset(
+                pooled_train, y_train, w_train, config.batch_size, config.seed, config.mixup
+            ),
             validation_data=(pooled_val, y_val, w_val),
             epochs=config.head_epochs,
             callbacks=_callbacks(config.patience, out / "heads.best.weights.h5"),
@@ -453,7 +471,9 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
         # statistics too; pretrained ones, or a frozen random bottom, keep theirs.
         from_scratch = config.weights is None and config.cut_layer == FULL_FINE_TUNE
         set_backbone_trainable(model, True, batchnorm=from_scratch)
-        dataset = _make_view_dataset(train_cache, y_train, w_train, config.batch_size, config.seed)
+        dataset = _make_view_dataset(
+            train_cache, y_train, w_train, config.batch_size, config.seed, config.mixup
+        )
         # One epoch of warm-up: full-size Adam steps on freshly unfrozen pretrained kernels
         # wreck them (seen: material accuracy 0.88 -> 0.51 in the first epoch without it).
         schedule = keras.optimizers.schedules.CosineDecay(
