@@ -10,6 +10,10 @@ The two heads make one rule necessary: an example may lack one head's label (an 
 has no material; ``trash`` is neither organic nor recyclable), and a blend of an example that
 has it with one that does not has no honest target. So examples are only blended with partners
 that carry the same heads: the masks stay exact, and a missing label is never invented.
+
+Measured (2026-12-06, README "The shipped model"): the 24-view ``--ema`` recipe with
+``--mixup 0.2`` lost 1.3 points of validation material accuracy at the same 40 epochs and was
+still improving at the last one; it is kept as an option, off by default.
 """
 
 from __future__ import annotations
