@@ -11,7 +11,7 @@ has no material; ``trash`` is neither organic nor recyclable), and a blend of an
 has it with one that does not has no honest target. So examples are only blended with partners
 that carry the same heads: the masks stay exact, and a missing label is never invented.
 
-Measured (2026-12-06, README "The shipped model"): the 24-view ``--ema`` recipe with
+Measured (2026-12-06, train/EXPERIMENTS.md "Mixup (v15)"): the 24-view ``--ema`` recipe with
 ``--mixup 0.2`` lost 1.3 points of validation material accuracy at the same 40 epochs and was
 still improving at the last one; it is kept as an option, off by default.
 """

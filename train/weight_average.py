@@ -5,7 +5,7 @@ the next (the 24-view run of 2026-12-05), so the epoch that early stopping keeps
 luck. An average of the weights over the last few hundred steps sits in a flatter spot than
 any one of them (Polyak averaging; the idea behind SWA and Keras' ``use_ema``). Measured on the
 same recipe with ``--ema 0.998``: the largest fall between epochs 0.5 points (3.8 without); the
-final figures moved within run-to-run noise (README, "The shipped model").
+final figures moved within run-to-run noise (train/EXPERIMENTS.md, v13).
 
 Keras' own ``use_ema`` validates the raw weights and only writes the average at the end, so
 early stopping and the best checkpoint would choose an epoch by weights that are never shipped.
