@@ -43,7 +43,8 @@ def load_edgetpu_delegate() -> Any | None:
     The library is opened with ctypes first: the runtimes' ``Delegate`` raises before it
     sets its ``_library`` attribute when the library is missing, and its ``__del__`` then
     prints an "Exception ignored ... AttributeError" traceback on stderr at garbage
-    collection, on every bin and every ``smartbin bench`` without a Coral.
+    collection, on every ``smartbin bench`` and every bin given an Edge TPU bundle
+    without a Coral.
     """
     try:
         ctypes.CDLL(EDGETPU_LIBRARY)
