@@ -14,20 +14,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Top-level folders installed under the ``smartbin`` namespace (pyproject's package-dir).
+#: Top-level folder -> where it is installed (``device`` -> ``smartbin/device``), read from
+#: pyproject's ``package-dir`` so that this test checks the map setuptools is given.
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 PACKAGE_DIRS = {
-    "smartbin": "smartbin",
-    "device": "smartbin/device",
-    "train": "smartbin/train",
-    "convert": "smartbin/convert",
-    "benchmarks": "smartbin/benchmarks",
-    "dashboard": "smartbin/dashboard",
+    folder: package.replace(".", "/")
+    for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items()
 }
 SAMPLE = ROOT / "tests" / "data" / "trashnet" / "glass" / "glass100.jpg"
 
