@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
+from smartbin.device.labels import BINARY_CLASSES, HEADS, MATERIAL_CLASSES
 from smartbin.device.preprocess import PreprocessSpec
 from smartbin.errors import BundleError
 
 SCHEMA = "smartbin-bundle/1"
 MANIFEST_NAME = "bundle.json"
-HEADS = ("binary", "material")
 REQUIRED_KEYS = {
     "schema": str,
     "model_version": str,

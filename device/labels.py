@@ -12,6 +12,10 @@ from dataclasses import dataclass
 BINARY_CLASSES: tuple[str, ...] = ("organic", "recyclable")
 MATERIAL_CLASSES: tuple[str, ...] = ("cardboard", "glass", "metal", "paper", "plastic", "trash")
 UNKNOWN = "unknown"
+#: The model's two outputs, by name; bundles, training targets and reports list them in
+#: this order.
+HEADS: tuple[str, ...] = ("binary", "material")
+HEAD_CLASSES: dict[str, tuple[str, ...]] = {"binary": BINARY_CLASSES, "material": MATERIAL_CLASSES}
 
 ORGANIC = BINARY_CLASSES.index("organic")
 RECYCLABLE = BINARY_CLASSES.index("recyclable")

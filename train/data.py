@@ -29,18 +29,15 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from smartbin.device.labels import (
-    BINARY_CLASSES,
     FOLDER_ALIASES,
-    MATERIAL_CLASSES,
+    HEAD_CLASSES,
+    HEADS,
     UNKNOWN,
     FolderLabel,
     label_for_folder,
 )
 from smartbin.device.preprocess import IMAGE_SUFFIXES
 from smartbin.errors import SmartbinError
-
-HEADS: tuple[str, ...] = ("binary", "material")
-HEAD_CLASSES: dict[str, tuple[str, ...]] = {"binary": BINARY_CLASSES, "material": MATERIAL_CLASSES}
 
 # Folders that archive tools add next to the data (macOS zip metadata): never data.
 _SKIPPED_DIRS = frozenset({"__macosx"})

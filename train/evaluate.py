@@ -24,7 +24,14 @@ import numpy as np
 from tqdm import tqdm
 
 from smartbin.device.decision import Prediction, decide
-from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES, ORGANIC, TRASH, UNKNOWN
+from smartbin.device.labels import (
+    BINARY_CLASSES,
+    HEAD_CLASSES,
+    MATERIAL_CLASSES,
+    ORGANIC,
+    TRASH,
+    UNKNOWN,
+)
 from smartbin.device.preprocess import (
     DEFAULT_RESIZE,
     load_image_rgb,
@@ -36,7 +43,6 @@ from smartbin.folders import ensure_out_dir
 
 log = logging.getLogger(__name__)
 
-HEAD_CLASSES: dict[str, tuple[str, ...]] = {"binary": BINARY_CLASSES, "material": MATERIAL_CLASSES}
 RECYCLABLE_MATERIALS = frozenset(m for i, m in enumerate(MATERIAL_CLASSES) if i != TRASH)
 
 

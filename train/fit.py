@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
+from smartbin.device.labels import BINARY_CLASSES, HEADS, MATERIAL_CLASSES
 from smartbin.device.preprocess import (
     DEFAULT_RESIZE,
     check_resize,
@@ -54,7 +54,6 @@ from smartbin.train.int8_bottom import Int8Bottom
 from smartbin.train.view_cache import ViewCache
 
 log = logging.getLogger(__name__)
-HEADS = ("binary", "material")
 
 
 @dataclass
