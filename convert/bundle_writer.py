@@ -14,7 +14,6 @@ from typing import Any
 
 from smartbin.convert.quantize import TensorInfo
 from smartbin.device.bundle import (
-    HEADS,
     MANIFEST_NAME,
     SCHEMA,
     ModelBundle,
@@ -22,7 +21,7 @@ from smartbin.device.bundle import (
     sha256_file,
     write_manifest,
 )
-from smartbin.device.labels import BINARY_CLASSES, MATERIAL_CLASSES
+from smartbin.device.labels import BINARY_CLASSES, HEADS, MATERIAL_CLASSES
 from smartbin.device.preprocess import PreprocessSpec
 from smartbin.errors import SmartbinError
 

@@ -30,7 +30,8 @@ from smartbin.convert.representative import (
     representative_dataset,
     select_representative,
 )
-from smartbin.device.bundle import HEADS, ModelBundle, load_bundle
+from smartbin.device.bundle import ModelBundle, load_bundle
+from smartbin.device.labels import HEADS
 from smartbin.device.preprocess import resize_of_run
 from smartbin.errors import SmartbinError
 from smartbin.train.evaluate import (
@@ -133,12 +134,12 @@ def format_drop(metrics: dict[str, Any]) -> str:
         a, b = ref["accuracy"], new["accuracy"]
         lines.append(f"  {name:<24}{100 * a:7.1f}%{100 * b:7.1f}%{100 * (a - b):+7.1f}%")
 
-    for key in ("binary", "material", "decision"):
+    for key in (*HEADS, "decision"):
         row(key, metrics["float"].get(key), metrics["int8"].get(key))
     if len(metrics["float"].get("per_source", {})) > 1:
         for source, entry in metrics["float"]["per_source"].items():
             other = metrics["int8"]["per_source"].get(source, {})
-            for key in ("binary", "material"):
+            for key in HEADS:
                 row(f"{source}/{key}", entry.get(key), other.get(key))
     if metrics.get("note"):
         lines.append(f"note: {metrics['note']}")

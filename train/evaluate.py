@@ -27,6 +27,7 @@ from smartbin.device.decision import Prediction, decide
 from smartbin.device.labels import (
     BINARY_CLASSES,
     HEAD_CLASSES,
+    HEADS,
     MATERIAL_CLASSES,
     ORGANIC,
     TRASH,
@@ -394,7 +395,7 @@ def agreement(a: PredictionSet, b: PredictionSet) -> dict[str, Any]:
     if [str(i.path) for i in a.items] != [str(i.path) for i in b.items]:
         raise ValueError("prediction sets cover different images")
     out: dict[str, Any] = {}
-    for head in ("binary", "material"):
+    for head in HEADS:
         pa, pb = a.probs(head), b.probs(head)
         out[head] = {
             "same_top_class": float((pa.argmax(1) == pb.argmax(1)).mean()),
@@ -414,7 +415,7 @@ def _pct(value: float | None) -> str:
 def format_summary(report: dict[str, Any]) -> str:
     """A readable table of the report (what ``smartbin evaluate`` prints)."""
     lines = []
-    for head in ("binary", "material"):
+    for head in HEADS:
         metrics = report.get(head)
         if metrics is None:
             continue
@@ -437,7 +438,7 @@ def format_summary(report: dict[str, Any]) -> str:
     if len(report.get("per_source", {})) > 1:
         lines.append(f"  {'source':<20}{'binary':>10}{'material':>10}{'decision':>10}")
         for source, entry in report["per_source"].items():
-            cells = [_pct((entry.get(k) or {}).get("accuracy")) for k in ("binary", "material")]
+            cells = [_pct((entry.get(k) or {}).get("accuracy")) for k in HEADS]
             cells.append(_pct((entry.get("decision") or {}).get("accuracy")))
             lines.append(f"  {source:<20}" + "".join(f"{c:>10}" for c in cells))
     return "\n".join(lines)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from smartbin.device.labels import HEADS
+
 
 def _pyplot() -> Any | None:
     try:
@@ -30,7 +32,7 @@ def write_plots(
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for head in ("binary", "material"):
+    for head in HEADS:
         metrics = report.get(head)
         if metrics is None:
             continue
