@@ -4,10 +4,12 @@ Training, conversion (representative data), evaluation and the bin all call
 :func:`prepare_image`, so colour order, resizing and scaling cannot drift apart:
 
 * colour order **RGB** (OpenCV frames are converted once, at the frame source);
-* resize so the **shorter side** equals the input size, then **centre crop** to a square.
-  How the resize interpolates is part of the contract and written into every bundle
-  (``resize``): :data:`RESIZE_AREA` (the default, and what runs and bundles made before the
-  rule was recorded used) or :data:`RESIZE_BILINEAR` (``smartbin train --resize bilinear``);
+* resize so the **shorter side** equals the input size, then **centre crop** to a square;
+  or (:data:`RESIZE_STRETCH`) the **whole frame** to the square, aspect not kept. The rule
+  is part of the contract and written into every bundle (``resize``): :data:`RESIZE_AREA`
+  (the default, and what runs and bundles made before the rule was recorded used),
+  :data:`RESIZE_BILINEAR` (``smartbin train --resize bilinear``) or :data:`RESIZE_STRETCH`
+  (``--resize stretch``);
 * pixels stay **uint8 0..255**; scaling to [-1, 1] (MobileNetV2's convention) happens
   *inside* the model, so an int8 .tflite with uint8 input takes camera bytes as they are.
 """
@@ -34,7 +36,12 @@ RESIZE_AREA = "shorter_side_then_centre_crop"
 #: kernels (integer box average; ``INTER_LINEAR_EXACT``), so x86 and ARM boards compute the
 #: same pixels; the box step keeps bilinear's scale above 1/2, where it skips no pixels.
 RESIZE_BILINEAR = "shorter_side_box_bilinear_then_centre_crop"
-RESIZE_RULES = (RESIZE_BILINEAR, RESIZE_AREA)
+#: The whole frame, area-interpolated to ``size`` x ``size``: nothing is cropped away, so an
+#: item at the edge of a 4:3 frame (TrashNet's photos are 3:4; a bin camera's view is
+#: wider than the item) stays in view, at the price of squashing it by the aspect ratio.
+#: What the Coral classification examples do with camera frames.
+RESIZE_STRETCH = "whole_frame_area"
+RESIZE_RULES = (RESIZE_BILINEAR, RESIZE_AREA, RESIZE_STRETCH)
 #: The rule new training runs use (and so the bundles converted from them). Bilinear is 3x
 #: faster on the bin, but the one full run with it (the shipped recipe, 2026-12-04) lost
 #: 3.6 points on TrashNet to int8 (float 91.1 -> int8 87.6; area: 90.4 -> 89.2). With the
@@ -43,7 +50,7 @@ RESIZE_RULES = (RESIZE_BILINEAR, RESIZE_AREA)
 #: area stays the default.
 DEFAULT_RESIZE = RESIZE_AREA
 #: ``--resize`` names on the command line.
-RESIZE_NAMES = {"bilinear": RESIZE_BILINEAR, "area": RESIZE_AREA}
+RESIZE_NAMES = {"bilinear": RESIZE_BILINEAR, "area": RESIZE_AREA, "stretch": RESIZE_STRETCH}
 
 
 def check_resize(rule: object) -> str:
@@ -92,16 +99,20 @@ class PreprocessSpec:
 
 
 def prepare_image(rgb: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
-    """Shorter side to ``size`` by the ``resize`` rule, centre crop to ``size`` x ``size``;
-    uint8 RGB in, uint8 out. ``resize`` must be the rule the model was trained with (its
-    bundle's ``preprocessing.resize``)."""
+    """Shorter side to ``size`` by the ``resize`` rule, centre crop to ``size`` x ``size``
+    (or the whole frame to that square, :data:`RESIZE_STRETCH`); uint8 RGB in, uint8 out.
+    ``resize`` must be the rule the model was trained with (its bundle's
+    ``preprocessing.resize``)."""
     if rgb.ndim == 2:
         rgb = np.stack([rgb] * 3, axis=-1)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {rgb.shape}")
     if rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {rgb.dtype}")
-    if check_resize(resize) == RESIZE_BILINEAR:
+    rule = check_resize(resize)
+    if rule == RESIZE_STRETCH:
+        return _stretch(rgb, size)
+    if rule == RESIZE_BILINEAR:
         rgb = _box_reduce(rgb, min(rgb.shape[:2]) // size)
         shrink, enlarge = cv2.INTER_LINEAR_EXACT, cv2.INTER_LINEAR_EXACT
     else:
@@ -116,6 +127,16 @@ def prepare_image(rgb: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> n
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return np.ascontiguousarray(rgb[top : top + size, left : left + size])
+
+
+def _stretch(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The whole frame to ``size`` x ``size``; each axis shrinks by area or enlarges
+    bilinearly, as :data:`RESIZE_AREA` does."""
+    height, width = rgb.shape[:2]
+    if (height, width) == (size, size):
+        return np.ascontiguousarray(rgb)
+    interpolation = cv2.INTER_AREA if min(height, width) >= size else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interpolation)
 
 
 def _box_reduce(rgb: np.ndarray, factor: int) -> np.ndarray:

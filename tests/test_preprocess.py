@@ -1,4 +1,4 @@
-"""The preprocessing contract: both resize rules, the bundle's rule used on the bin, old runs
+"""The preprocessing contract: the resize rules, the bundle's rule used on the bin, old runs
 and bundles keep the rule they were trained with."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from smartbin.device.preprocess import (
     RESIZE_AREA,
     RESIZE_BILINEAR,
     RESIZE_NAMES,
+    RESIZE_STRETCH,
     PreprocessSpec,
     prepare_image,
     resize_of_run,
@@ -30,7 +31,7 @@ def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("rule", [RESIZE_BILINEAR, RESIZE_AREA])
+@pytest.mark.parametrize("rule", [RESIZE_BILINEAR, RESIZE_AREA, RESIZE_STRETCH])
 @pytest.mark.parametrize("shape", [(240, 320), (341, 256), (100, 150), (480, 640), (721, 1283)])
 def test_every_rule_gives_a_centred_square(rule: str, shape: tuple[int, int]) -> None:
     out = prepare_image(textured(*shape), 64, rule)
@@ -61,11 +62,28 @@ def test_bilinear_rule_box_averages_large_frames_first() -> None:
     assert np.mean(got != expected) < 0.01
 
 
+@pytest.mark.parametrize("shape", [(341, 256), (240, 320), (224, 224), (100, 150)])
+def test_stretch_keeps_the_whole_frame(shape: tuple[int, int]) -> None:
+    """A mark in the frame's top sixteenth: the crop rules cut it from a portrait frame,
+    stretch keeps it (and is OpenCV's area resize of the whole frame when shrinking)."""
+    frame = np.zeros((*shape, 3), np.uint8)
+    frame[: shape[0] // 16] = 255
+    stretched = prepare_image(frame, 64, RESIZE_STRETCH)
+    assert stretched[0, 32, 0] == 255 and stretched[-1, 32, 0] == 0
+    if shape[0] > shape[1]:
+        assert prepare_image(frame, 64, RESIZE_AREA)[0, 32, 0] == 0
+    photo = textured(*shape)
+    if min(shape) >= 224:
+        expected = cv2.resize(photo, (224, 224), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(prepare_image(photo, 224, RESIZE_STRETCH), expected)
+
+
 def test_the_rules_differ_and_new_runs_use_area() -> None:
     frame = textured(240, 320)
     area = prepare_image(frame, 224, RESIZE_AREA)
     bilinear = prepare_image(frame, 224, RESIZE_BILINEAR)
-    assert not np.array_equal(area, bilinear)
+    stretch = prepare_image(frame, 224, RESIZE_STRETCH)
+    assert not np.array_equal(area, bilinear) and not np.array_equal(area, stretch)
     assert DEFAULT_RESIZE == RESIZE_AREA == PreprocessSpec().resize
     with pytest.raises(ValueError, match="unknown resize rule 'nearest'"):
         prepare_image(frame, 224, "nearest")
@@ -84,11 +102,11 @@ def test_train_offers_every_rule_by_its_short_name() -> None:
     assert parser.parse_args(["train", "data", "--out", "run"]).resize == "area"
     (action,) = [a for a in commands.choices["train"]._actions if a.dest == "resize"]
     assert set(action.choices) == set(RESIZE_NAMES)
-    assert set(RESIZE_NAMES.values()) == {RESIZE_AREA, RESIZE_BILINEAR}
+    assert set(RESIZE_NAMES.values()) == {RESIZE_AREA, RESIZE_BILINEAR, RESIZE_STRETCH}
 
 
-def test_spec_round_trips_both_rules_and_refuses_others() -> None:
-    for rule in (RESIZE_BILINEAR, RESIZE_AREA):
+def test_spec_round_trips_every_rule_and_refuses_others() -> None:
+    for rule in (RESIZE_BILINEAR, RESIZE_AREA, RESIZE_STRETCH):
         spec = PreprocessSpec(size=96, resize=rule)
         assert PreprocessSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="unsupported preprocessing RGB/stretch"):

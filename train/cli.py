@@ -39,11 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--resize",
-        choices=("bilinear", "area"),
+        choices=("bilinear", "area", "stretch"),
         default="area",
         help="how pictures are scaled to the input size, recorded in the bundle so the bin "
-        "does the same: area (the shipped model's) or bilinear (3x faster on the bin; "
-        "a point lower on web images than area in the runs so far)",
+        "does the same: area (shorter side, centre crop; the shipped model's), bilinear "
+        "(the same crop, 3x faster on the bin; a point lower on web images than area in "
+        "the runs so far) or stretch (the whole frame squashed to the square, nothing cut)",
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     parser.add_argument(
