@@ -61,6 +61,17 @@ def _place_item(
     return frame
 
 
+def _frame_counts(
+    fps: float, item_seconds: float, empty_seconds: float, entry_seconds: float
+) -> tuple[int, int, int]:
+    """Frames of the empty gap, of an item's drop-in and of its stay: one rule, so that
+    :func:`make_clip`'s progress total matches what :func:`clip_frames` yields."""
+    empty_n = max(1, round(empty_seconds * fps))
+    entry_n = max(0, round(entry_seconds * fps))
+    stay_n = max(1, round(item_seconds * fps) - entry_n)
+    return empty_n, entry_n, stay_n
+
+
 def clip_frames(
     items: Sequence[np.ndarray],
     background: np.ndarray,
@@ -81,9 +92,7 @@ def clip_frames(
     """
     rng = np.random.default_rng(seed)
     height = background.shape[0]
-    empty_n = max(1, round(empty_seconds * fps))
-    entry_n = max(0, round(entry_seconds * fps))
-    stay_n = max(1, round(item_seconds * fps) - entry_n)
+    empty_n, entry_n, stay_n = _frame_counts(fps, item_seconds, empty_seconds, entry_seconds)
     t = 0
 
     def finish(frame: np.ndarray) -> np.ndarray:
@@ -152,8 +161,7 @@ def make_clip(
     elif background.shape[:2] != (size[1], size[0]):
         background = cv2.resize(background, size, interpolation=cv2.INTER_AREA)
     items = [load_image_rgb(path) for path in item_images]
-    empty_n = max(1, round(empty_seconds * fps))
-    per_item = max(1, round(item_seconds * fps)) + empty_n
+    empty_n, entry_n, stay_n = _frame_counts(fps, item_seconds, empty_seconds, entry_seconds)
     frames = clip_frames(
         items,
         background,
@@ -166,7 +174,7 @@ def make_clip(
         drift=drift,
         seed=seed,
     )
-    write_video(frames, out_path, fps, total=empty_n + per_item * len(items))
+    write_video(frames, out_path, fps, total=empty_n + (entry_n + stay_n + empty_n) * len(items))
     return len(items)
 
 
