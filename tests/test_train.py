@@ -86,14 +86,38 @@ def test_student_distilled_from_a_bundle_through_the_cli(
     args += ["--views", "1", "--head-epochs", "0", "--epochs", "1", "--batch-size", "8"]
     assert main([*args, "--teacher", str(tiny_bundle), "--distill-weight", "0.7"]) == 0
     saved = json.loads((run / "run.json").read_text())
-    assert saved["config"]["teacher"] == str(tiny_bundle)
+    assert saved["config"]["teachers"] == [str(tiny_bundle)]
     assert "heads" not in saved["history"] and "fine_tune" in saved["history"]
 
     # The teacher sees each training image at its own input size (64 px, not the student's 48).
     train_items = labelled_from_entries(saved["split"]["train"])
-    soft = teacher_predictions(str(tiny_bundle), train_items, threads=1)
+    soft = teacher_predictions([str(tiny_bundle)], train_items, threads=1)
     assert soft["material"].shape == (len(train_items), len(MATERIAL_CLASSES))
     assert np.allclose(soft["binary"].sum(axis=1), 1.0, atol=0.02)
+
+
+def test_several_teachers_give_the_mean_of_their_probabilities(
+    tmp_path: Path, tiny_run: Path, tiny_bundle: Path
+) -> None:
+    """Two teachers that read images differently (the tiny bundle, and a copy that says its
+    model was trained on whole frames): the targets get the mean of what each predicts
+    through its own rule."""
+    import shutil
+
+    from smartbin.device.preprocess import RESIZE_STRETCH
+
+    stretched = tmp_path / "stretched"
+    shutil.copytree(tiny_bundle, stretched)
+    manifest = json.loads((stretched / "bundle.json").read_text())
+    manifest["preprocessing"]["resize"] = RESIZE_STRETCH
+    (stretched / "bundle.json").write_text(json.dumps(manifest))
+    items = labelled_from_entries(json.loads((tiny_run / "run.json").read_text())["split"]["train"])
+    first = teacher_predictions([str(tiny_bundle)], items, threads=1)
+    second = teacher_predictions([str(stretched)], items, threads=1)
+    both = teacher_predictions([str(tiny_bundle), str(stretched)], items, threads=1)
+    for head in ("binary", "material"):
+        assert not np.allclose(first[head], second[head])  # the rules do differ
+        assert np.allclose(both[head], (first[head] + second[head]) / 2, atol=1e-6)
 
 
 def test_missing_teacher_exits_2_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:
@@ -101,6 +125,9 @@ def test_missing_teacher_exits_2_before_training(tmp_path: Path, tiny_data: Path
     assert main([*args, "--teacher", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "teacher" in err[0] and "nope" in err[0]
+    assert main([*args, "--teacher", "default", "--teacher", str(tmp_path / "gone")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone" in err[0]
     assert not (tmp_path / "run" / "run.json").exists()
 
 

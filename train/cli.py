@@ -72,16 +72,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=positive_int, default=2, help="image decoding threads")
     parser.add_argument(
         "--teacher",
-        default=None,
+        action="append",
+        default=[],
         metavar="BUNDLE_OR_MODEL",
         help="knowledge distillation: a bundle ('default' = the shipped one) or a .keras model "
-        "whose predictions are blended into the training targets",
+        "whose predictions are blended into the training targets; repeat it to blend the mean "
+        "of several (each reads images by its own preprocessing)",
     )
     parser.add_argument(
         "--distill-weight",
         type=float_between(0.0, 1.0),
         default=0.5,
-        help="share of the teacher's probabilities in each target (with --teacher)",
+        help="share of the teachers' probabilities in each target (with --teacher)",
     )
     parser.add_argument(
         "--int8-bottom",
@@ -129,8 +131,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if weights is not None and not Path(weights).is_file():
         raise SmartbinError(f"weights file not found: {weights} (pass --weights PATH or none)")
 
-    if args.teacher is not None:
-        _check_teacher(args.teacher)
+    for teacher in args.teacher:
+        _check_teacher(teacher)
     if args.int8_bottom:
         from smartbin.train.model import FULL_FINE_TUNE
 
@@ -166,7 +168,7 @@ def _run_train(args: argparse.Namespace) -> int:
         int8_bottom=args.int8_bottom,
         ema=args.ema,
         mixup=args.mixup,
-        teacher=args.teacher,
+        teachers=list(args.teacher),
         distill_weight=args.distill_weight,
     )
     out = train(config)

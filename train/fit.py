@@ -13,11 +13,13 @@ the material head only; the other head gets sample weight 0, never an invented l
 
 Knowledge distillation (``teacher``): small students (MobileNetV2 alpha 0.35/0.5) have no
 pretrained weights here, so they learn from a trained model instead. The teacher (a bundle or
-a ``.keras`` model, at its own input size) predicts every training image once; each known
-label's target becomes ``(1 - distill_weight) * one-hot + distill_weight * teacher``. The
-teacher's probabilities carry what it learned about similar classes (paper vs cardboard), which
-a one-hot label does not. A head whose label is missing stays masked: the teacher fills in no
-label the folder did not give.
+a ``.keras`` model, at its own input size and resize rule) predicts every training image once;
+each known label's target becomes ``(1 - distill_weight) * one-hot + distill_weight * teacher``.
+The teacher's probabilities carry what it learned about similar classes (paper vs cardboard),
+which a one-hot label does not. Several teachers act as one, the mean of their probabilities:
+models whose mistakes differ (a centre-crop and a whole-frame one) average into a better
+teacher than either, and the student still runs one model. A head whose label is missing
+stays masked: the teacher fills in no label the folder did not give.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from smartbin.device.labels import BINARY_CLASSES, HEADS, MATERIAL_CLASSES
+from smartbin.device.labels import BINARY_CLASSES, HEAD_CLASSES, HEADS, MATERIAL_CLASSES
 from smartbin.device.preprocess import (
     DEFAULT_RESIZE,
     check_resize,
@@ -78,7 +81,8 @@ class TrainConfig:
     limit_per_class: int | None = None
     seed: int = 42
     workers: int = 2
-    teacher: str | None = None
+    #: Bundles or ``.keras`` models whose mean probabilities are blended into the targets.
+    teachers: list[str] = field(default_factory=list)
     distill_weight: float = 0.5
     #: Calibration images for an int8 bottom (0 = train on the float bottom's features).
     int8_bottom: int = 0
@@ -166,17 +170,25 @@ def blend_with_teacher(
     return blended
 
 
-def teacher_predictions(spec: str, samples: list[Sample], threads: int) -> dict[str, np.ndarray]:
-    """Both heads' probabilities of the teacher for each sample, in order, at the teacher's own
-    input size and through THE preprocessing."""
+def teacher_predictions(
+    specs: Sequence[str], samples: list[Sample], threads: int
+) -> dict[str, np.ndarray]:
+    """Both heads' probabilities for each sample, in order: the mean over the teachers, each at
+    its own input size and resize rule through THE preprocessing."""
     from smartbin.train.evaluate import open_predictor, predict_items
 
-    predictor = open_predictor(spec, threads, None)
-    predictions = predict_items(predictor, samples, desc="teacher")
-    if len(predictions.items) != len(samples):
-        failed = ", ".join(f["path"] for f in predictions.failed[:3])
-        raise SmartbinError(f"the teacher could not read every training image: {failed}")
-    return {"binary": predictions.binary, "material": predictions.material}
+    if not specs:
+        raise ValueError("teacher_predictions needs at least one teacher")
+    total = {head: np.zeros((len(samples), len(HEAD_CLASSES[head])), np.float64) for head in HEADS}
+    for number, spec in enumerate(specs, 1):
+        predictor = open_predictor(spec, threads, None)
+        predictions = predict_items(predictor, samples, desc=f"teacher {number}/{len(specs)}")
+        if len(predictions.items) != len(samples):
+            failed = ", ".join(f["path"] for f in predictions.failed[:3])
+            raise SmartbinError(f"teacher {spec} could not read every training image: {failed}")
+        for head in HEADS:
+            total[head] += getattr(predictions, head)
+    return {head: (total[head] / len(specs)).astype(np.float32) for head in HEADS}
 
 
 def _augmenter(seed: int):
@@ -436,8 +448,8 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
     head_weights = {h: class_weights(split.train, h) for h in HEADS}
     y_train, w_train = targets(split.train, head_weights)
     y_val, w_val = targets(split.validation, None)
-    if config.teacher is not None:
-        soft = teacher_predictions(config.teacher, split.train, config.workers)
+    if config.teachers:
+        soft = teacher_predictions(config.teachers, split.train, config.workers)
         y_train = blend_with_teacher(y_train, soft, config.distill_weight)
     history: dict = {}
 
