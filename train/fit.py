@@ -11,15 +11,15 @@ pixels instead and fine-tunes the whole backbone (a GPU job).
 Missing labels are masked: an image of ``organic`` trains the binary head only, one of ``trash``
 the material head only; the other head gets sample weight 0, never an invented label.
 
-Knowledge distillation (``teacher``): small students (MobileNetV2 alpha 0.35/0.5) have no
+Knowledge distillation (``teachers``): small students (MobileNetV2 alpha 0.35/0.5) have no
 pretrained weights here, so they learn from a trained model instead. The teacher (a bundle or
 a ``.keras`` model, at its own input size and resize rule) predicts every training image once;
 each known label's target becomes ``(1 - distill_weight) * one-hot + distill_weight * teacher``.
 The teacher's probabilities carry what it learned about similar classes (paper vs cardboard),
 which a one-hot label does not. Several teachers act as one, the mean of their probabilities:
-models whose mistakes differ (a centre-crop and a whole-frame one) average into a better
-teacher than either, and the student still runs one model. A head whose label is missing
-stays masked: the teacher fills in no label the folder did not give.
+models whose mistakes differ (a centre-crop and a whole-frame one) can average into a better
+teacher than either (train/EXPERIMENTS.md, v21), and the student still runs one model. A head
+whose label is missing stays masked: the teacher fills in no label the folder did not give.
 """
 
 from __future__ import annotations
