@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--teacher",
         action="append",
-        default=[],
+        default=None,
         metavar="BUNDLE_OR_MODEL",
         help="knowledge distillation: a bundle ('default' = the shipped one) or a .keras model "
         "whose predictions are blended into the training targets; repeat it to blend the mean "
@@ -131,7 +131,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if weights is not None and not Path(weights).is_file():
         raise SmartbinError(f"weights file not found: {weights} (pass --weights PATH or none)")
 
-    for teacher in args.teacher:
+    teachers = list(args.teacher or ())
+    for teacher in teachers:
         _check_teacher(teacher)
     if args.int8_bottom:
         from smartbin.train.model import FULL_FINE_TUNE
@@ -168,7 +169,7 @@ def _run_train(args: argparse.Namespace) -> int:
         int8_bottom=args.int8_bottom,
         ema=args.ema,
         mixup=args.mixup,
-        teachers=list(args.teacher),
+        teachers=teachers,
         distill_weight=args.distill_weight,
     )
     out = train(config)
