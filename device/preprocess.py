@@ -130,8 +130,9 @@ def prepare_image(rgb: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> n
 
 
 def _stretch(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The whole frame to ``size`` x ``size``; each axis shrinks by area or enlarges
-    bilinearly, as :data:`RESIZE_AREA` does."""
+    """The whole frame to ``size`` x ``size``: area interpolation when neither side is under
+    ``size`` (only shrinking), bilinear otherwise, as :data:`RESIZE_AREA` chooses by its
+    shorter side."""
     height, width = rgb.shape[:2]
     if (height, width) == (size, size):
         return np.ascontiguousarray(rgb)

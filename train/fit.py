@@ -187,7 +187,7 @@ def teacher_predictions(
             failed = ", ".join(f["path"] for f in predictions.failed[:3])
             raise SmartbinError(f"teacher {spec} could not read every training image: {failed}")
         for head in HEADS:
-            total[head] += getattr(predictions, head)
+            total[head] += predictions.probs(head)
     return {head: (total[head] / len(specs)).astype(np.float32) for head in HEADS}
 
 
