@@ -55,20 +55,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", type=positive_int, default=4, help="cached views per image")
     parser.add_argument("--head-epochs", type=int_at_least(0), default=30, help="phase 1 (heads)")
     parser.add_argument("--epochs", type=int_at_least(0), default=20, help="phase 2 (fine-tune)")
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="images per training step"
+    )
     parser.add_argument("--lr-head", type=float, default=1e-3, help="phase 1 learning rate")
     parser.add_argument("--lr", type=float, default=1e-4, help="phase 2 peak learning rate")
     parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience")
-    parser.add_argument("--dropout", type=float_between(0.0, 0.9), default=0.2)
-    parser.add_argument("--label-smoothing", type=float_between(0.0, 0.5), default=0.1)
-    parser.add_argument("--val-fraction", type=float_between(0.01, 0.99), default=0.2)
+    parser.add_argument(
+        "--dropout",
+        type=float_between(0.0, 0.9),
+        default=0.2,
+        help="dropout before both heads",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=float_between(0.0, 0.5),
+        default=0.1,
+        help="share of each target spread evenly over all classes",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float_between(0.01, 0.99),
+        default=0.2,
+        help="share held out for validation, chosen by each image's content hash (the same"
+        " images on every run and machine)",
+    )
     parser.add_argument(
         "--limit-per-class",
         type=positive_int,
         default=None,
         help="at most N per class",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of weights, augmentation and batch order (not of the split)",
+    )
     parser.add_argument("--workers", type=positive_int, default=2, help="image decoding threads")
     parser.add_argument(
         "--teacher",
