@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,11 @@ def _run_converter(converter: Any) -> bytes:
     # terminal unless the conversion fails.
     captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(captured):
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            # TensorFlow asks for the mean/std "statistics" of the old quantised-input
+            # workflow whenever the input is int8/uint8; post-training quantisation takes the
+            # input's scale from the representative images instead, so the warning is noise.
+            warnings.filterwarnings("ignore", "Statistics for quantized inputs", UserWarning)
             return bytes(converter.convert())
     except Exception as exc:  # the converter raises many types; all mean "did not convert"
         log.debug("converter output:\n%s", captured.getvalue())
