@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # TensorFlow's C++ side logs a page of INFO and WARNING lines on every conversion
+        # (SavedModel loading, MLIR passes) that bury the report; errors still show, and -v
+        # keeps them all. Set before any subcommand imports TensorFlow.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return int(args.func(args) or 0)
     except SmartbinError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -74,3 +75,13 @@ def test_classify_missing_bundle_exits_2(tmp_path: Path, pictures, capsys) -> No
 def test_classify_bundle_json_path(tiny_bundle: Path, pictures, capsys) -> None:
     assert main(["classify", str(tiny_bundle / "bundle.json"), pictures[1]]) == 0
     assert LINE.match(capsys.readouterr().out.strip())
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_cpp_logs_are_quiet_unless_verbose(
+    tiny_bundle: Path, pictures, monkeypatch, verbose: bool
+) -> None:
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    argv = ["-v"] * verbose + ["classify", str(tiny_bundle), pictures[0]]
+    assert main(argv) == 0
+    assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == (None if verbose else "2")
