@@ -54,10 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
-        # TensorFlow's C++ side logs a page of INFO and WARNING lines on every conversion
-        # (SavedModel loading, MLIR passes) that bury the report; errors still show, and -v
-        # keeps them all. Set before any subcommand imports TensorFlow.
+        # TensorFlow logs a page of INFO and WARNING lines on every conversion (SavedModel
+        # assets, loading, MLIR passes) that bury the report; errors still show, and -v keeps
+        # them all. Set before any subcommand imports TensorFlow.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except SmartbinError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -82,6 +83,9 @@ def test_tensorflow_cpp_logs_are_quiet_unless_verbose(
     tiny_bundle: Path, pictures, monkeypatch, verbose: bool
 ) -> None:
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    tf_logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(tf_logger, "level", logging.NOTSET)
     argv = ["-v"] * verbose + ["classify", str(tiny_bundle), pictures[0]]
     assert main(argv) == 0
     assert os.environ.get("TF_CPP_MIN_LOG_LEVEL") == (None if verbose else "2")
+    assert tf_logger.level == (logging.NOTSET if verbose else logging.WARNING)
