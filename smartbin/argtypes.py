@@ -41,6 +41,20 @@ def float_between(low: float, high: float, *, include_high: bool = True) -> Call
     return parse
 
 
+def fold_of_folds(text: str) -> tuple[int, int]:
+    """``K/N``: fold K of N (1 <= K <= N, N >= 2)."""
+    parts = text.split("/")
+    try:
+        fold, folds = (int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 1/2, got {text!r}") from None
+    if folds < 2 or not 1 <= fold <= folds:
+        raise argparse.ArgumentTypeError(f"expected K/N with N >= 2 and 1 <= K <= N, got {text}")
+    return fold, folds
+
+
+fold_of_folds.__name__ = "K/N"
+
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 probability = float_between(0.0, 1.0)

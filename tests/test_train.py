@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fixtures_model import make_image_tree
 
 from smartbin.cli import main
@@ -125,6 +126,59 @@ def test_several_teachers_give_the_mean_of_their_probabilities(
     for head in HEADS:
         assert not np.allclose(first[head], second[head])  # the rules do differ
         assert np.allclose(both[head], (first[head] + second[head]) / 2, atol=1e-6)
+
+
+def test_folds_partition_the_training_images_and_leave_validation_alone(tiny_data: Path) -> None:
+    from smartbin.train.data import discover, fold_of, split_samples
+
+    samples, _ = discover([tiny_data])
+    split = split_samples(samples, 0.2)
+    first, second = split.without_fold(1, 2), split.without_fold(2, 2)
+    assert first.validation == split.validation == second.validation
+    kept_first = {s.path for s in first.train}
+    kept_second = {s.path for s in second.train}
+    assert kept_first and kept_second and not kept_first & kept_second
+    assert kept_first | kept_second == {s.path for s in split.train}
+    assert all(fold_of(s.sha1, 2) == 2 for s in first.train)
+
+
+def test_cross_fitted_teachers_teach_only_the_images_they_did_not_train_on(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """Two runs, each leaving one half of the training images out; as teachers together each
+    image gets the probabilities of the one run that never saw it."""
+    args = ["train", str(tiny_data), "--weights", "none", "--input-size", "48", "--alpha", "0.35"]
+    args += ["--views", "1", "--head-epochs", "1", "--epochs", "1", "--batch-size", "8"]
+    runs = [tmp_path / "fold1", tmp_path / "fold2"]
+    for number, run in enumerate(runs, 1):
+        assert main([*args, "--out", str(run), "--fold", f"{number}/2"]) == 0
+    saved = [json.loads((run / "run.json").read_text()) for run in runs]
+    assert [s["config"]["fold"] for s in saved] == [[1, 2], [2, 2]]
+    trained = [{e["sha1"] for e in s["split"]["train"]} for s in saved]
+    assert trained[0] and trained[1] and not trained[0] & trained[1]
+
+    from smartbin.train.data import discover, split_samples
+
+    samples, _ = discover([tiny_data])
+    items = split_samples(samples, 0.2).train
+    models = [str(run / "model.keras") for run in runs]
+    alone = [teacher_predictions([model], items, threads=1) for model in models]
+    both = teacher_predictions(models, items, threads=1)
+    never_seen_by = [0 if s.sha1 not in trained[0] else 1 for s in items]
+    assert set(never_seen_by) == {0, 1}
+    for head in HEADS:
+        assert not np.allclose(alone[0][head], alone[1][head])  # the two teachers differ
+        expected = np.stack([alone[t][head][i] for i, t in enumerate(never_seen_by)])
+        assert np.allclose(both[head], expected, atol=1e-6)
+
+
+def test_bad_fold_exits_2(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    args = ["train", str(tiny_data), "--out", str(tmp_path / "run"), "--weights", "none"]
+    for bad in ("3/2", "1/1", "half"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--fold", bad])
+        assert exit_info.value.code == 2
+        assert "--fold" in capsys.readouterr().err
 
 
 def test_missing_teacher_exits_2_before_training(tmp_path: Path, tiny_data: Path, capsys) -> None:

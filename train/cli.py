@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smartbin.argtypes import float_between, int_at_least, non_negative_int, positive_int
+from smartbin.argtypes import (
+    float_between,
+    fold_of_folds,
+    int_at_least,
+    non_negative_int,
+    positive_int,
+)
 
 DEFAULT_WEIGHTS = "../shared/weights/mobilenet_v2_1.0_224_no_top_imagenet.h5"
 
@@ -103,6 +109,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of several (each reads images by its own preprocessing)",
     )
     parser.add_argument(
+        "--fold",
+        type=fold_of_folds,
+        default=None,
+        metavar="K/N",
+        help="cross-fitted teacher: leave fold K of N of the training images out (folds by "
+        "content hash; validation unchanged); such runs' model.keras given as --teacher each "
+        "teach only the images they did not train on",
+    )
+    parser.add_argument(
         "--distill-weight",
         type=float_between(0.0, 1.0),
         default=0.5,
@@ -194,6 +209,7 @@ def _run_train(args: argparse.Namespace) -> int:
         mixup=args.mixup,
         teachers=teachers,
         distill_weight=args.distill_weight,
+        fold=args.fold,
     )
     out = train(config)
     print(f"wrote {out / 'model.keras'} and {out / 'run.json'}")

@@ -21,7 +21,7 @@ import io
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +255,12 @@ def split_fraction(sha1: str, seed: str = "smartbin") -> float:
     return int(digest, 16) / float(1 << 160)
 
 
+def fold_of(sha1: str, folds: int) -> int:
+    """Content ``sha1``'s fold (1..folds) for cross-fitting; its own seed, so the folds cut across
+    the validation split instead of following it. Duplicates share a hash, hence a fold."""
+    return min(folds, int(split_fraction(sha1, "fold") * folds) + 1)
+
+
 def _count(samples: Sequence[Sample]) -> dict[str, Any]:
     by_source: dict[str, Counter[str]] = defaultdict(Counter)
     for s in samples:
@@ -282,6 +288,12 @@ class DataSplit:
     problems: list[Problem] = field(default_factory=list)
     val_fraction: float = 0.2
     seed: str = "smartbin"
+
+    def without_fold(self, fold: int, folds: int) -> DataSplit:
+        """The split with training fold ``fold`` of ``folds`` left out (validation unchanged): a
+        cross-fitted teacher's run, which can then give those images predictions it did not
+        learn from them."""
+        return replace(self, train=[s for s in self.train if fold_of(s.sha1, folds) != fold])
 
     @property
     def conflicting(self) -> list[DuplicateGroup]:

@@ -522,6 +522,7 @@ def labelled_from_entries(entries: Sequence[dict[str, Any]]) -> list[RunEntry]:
             binary=e.get("binary"),
             material=e.get("material"),
             source=str(e.get("source", "")),
+            sha1=e.get("sha1"),
         )
         for e in entries
     ]
@@ -535,6 +536,8 @@ class RunEntry:
     binary: int | None
     material: int | None
     source: str
+    #: Content hash (runs before 2026-12-07 did not record it).
+    sha1: str | None = None
 
 
 def per_head_counts(items: Sequence[Labelled]) -> dict[str, dict[str, int]]:

@@ -20,6 +20,12 @@ which a one-hot label does not. Several teachers act as one, the mean of their p
 models whose mistakes differ (a centre-crop and a whole-frame one) can average into a better
 teacher than either (train/EXPERIMENTS.md, v21), and the student still runs one model. A head
 whose label is missing stays masked: the teacher fills in no label the folder did not give.
+
+Cross-fitted teachers (``fold``): a teacher's probabilities on its own training images are
+nearly the labels (v22 in train/EXPERIMENTS.md), so they teach little. A run with ``fold=(k, n)``
+leaves training fold k of n out; given such runs as teachers, each training image takes the mean
+of the teachers that did not train on it (their ``run.json`` says which did), and of all of them
+only where every teacher saw it.
 """
 
 from __future__ import annotations
@@ -90,12 +96,15 @@ class TrainConfig:
     ema: float = 0.0
     #: Beta(alpha, alpha) of mixup on the cached features (0 = off): see mixup.py.
     mixup: float = 0.0
+    #: ``(k, n)``: leave training fold k of n out (a cross-fitted teacher); None = train on all.
+    fold: tuple[int, int] | None = None
     extra: dict = field(default_factory=dict)
 
 
 def _entry(sample: Sample) -> dict:
     return {
         "path": str(sample.path),
+        "sha1": sample.sha1,
         "binary": sample.binary,
         "material": sample.material,
         "source": sample.source,
@@ -179,16 +188,51 @@ def teacher_predictions(
 
     if not specs:
         raise ValueError("teacher_predictions needs at least one teacher")
-    total = {head: np.zeros((len(samples), len(HEAD_CLASSES[head])), np.float64) for head in HEADS}
+    shape = {head: (len(samples), len(HEAD_CLASSES[head])) for head in HEADS}
+    every = {head: np.zeros(shape[head], np.float64) for head in HEADS}
+    unseen = {head: np.zeros(shape[head], np.float64) for head in HEADS}
+    unseen_count = np.zeros((len(samples), 1), np.float64)
     for number, spec in enumerate(specs, 1):
         predictor = open_predictor(spec, threads, None)
         predictions = predict_items(predictor, samples, desc=f"teacher {number}/{len(specs)}")
         if len(predictions.items) != len(samples):
             failed = ", ".join(f["path"] for f in predictions.failed[:3])
             raise SmartbinError(f"teacher {spec} could not read every training image: {failed}")
+        seen = teacher_training_images(spec)
+        not_seen = np.array(
+            [[s.sha1 not in seen and str(s.path) not in seen] for s in samples], np.float64
+        )
+        unseen_count += not_seen
         for head in HEADS:
-            total[head] += predictions.probs(head)
-    return {head: (total[head] / len(specs)).astype(np.float32) for head in HEADS}
+            every[head] += predictions.probs(head)
+            unseen[head] += predictions.probs(head) * not_seen
+    fitted = unseen_count > 0
+    if len(specs) > 1 or not fitted.all():
+        log.info(
+            "teachers: %d of %d training images predicted by a teacher that did not train on them",
+            int(fitted.sum()),
+            len(samples),
+        )
+    return {
+        head: np.where(
+            fitted, unseen[head] / np.maximum(unseen_count, 1), every[head] / len(specs)
+        ).astype(np.float32)
+        for head in HEADS
+    }
+
+
+def teacher_training_images(spec: str) -> set[str]:
+    """Content hashes (and paths, for runs older than the hashes) of the images a ``.keras``
+    teacher trained on, from the ``run.json`` beside it; empty for a bundle, which does not list
+    them, so a bundle teaches every image."""
+    run_file = Path(spec).expanduser().with_name("run.json")
+    if not spec.endswith(".keras") or not run_file.is_file():
+        return set()
+    try:
+        entries = json.loads(run_file.read_text(encoding="utf-8"))["split"]["train"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SmartbinError(f"teacher {spec}: unreadable {run_file}: {exc}") from None
+    return {e["sha1"] for e in entries if "sha1" in e} | {e["path"] for e in entries}
 
 
 def _augmenter(seed: int):
@@ -408,6 +452,10 @@ def train(config: TrainConfig) -> Path:
     split = split_samples(
         _limit(samples, config.limit_per_class), config.val_fraction, problems=problems
     )
+    if config.fold is not None:
+        fold, folds = config.fold
+        split = split.without_fold(fold, folds)
+        log.info("fold %d of %d left out of training (a cross-fitted teacher)", fold, folds)
     if not split.train or not split.validation:
         raise SmartbinError("not enough images for a train/validation split")
     log.info("train %d images, validation %d", len(split.train), len(split.validation))
