@@ -182,43 +182,40 @@ def blend_with_teacher(
 def teacher_predictions(
     specs: Sequence[str], samples: list[Sample], threads: int
 ) -> dict[str, np.ndarray]:
-    """Both heads' probabilities for each sample, in order: the mean over the teachers, each at
-    its own input size and resize rule through THE preprocessing."""
+    """Both heads' probabilities for each sample, in order: the mean over the teachers (those
+    that did not train on it, where any), each at its own input size and resize rule through THE
+    preprocessing."""
     from smartbin.train.evaluate import open_predictor, predict_items
 
     if not specs:
         raise ValueError("teacher_predictions needs at least one teacher")
-    shape = {head: (len(samples), len(HEAD_CLASSES[head])) for head in HEADS}
-    every = {head: np.zeros(shape[head], np.float64) for head in HEADS}
-    unseen = {head: np.zeros(shape[head], np.float64) for head in HEADS}
-    unseen_count = np.zeros((len(samples), 1), np.float64)
-    for number, spec in enumerate(specs, 1):
-        predictor = open_predictor(spec, threads, None)
-        predictions = predict_items(predictor, samples, desc=f"teacher {number}/{len(specs)}")
-        if len(predictions.items) != len(samples):
-            failed = ", ".join(f["path"] for f in predictions.failed[:3])
-            raise SmartbinError(f"teacher {spec} could not read every training image: {failed}")
-        seen = teacher_training_images(spec)
-        not_seen = np.array(
-            [[s.sha1 not in seen and str(s.path) not in seen] for s in samples], np.float64
-        )
-        unseen_count += not_seen
-        for head in HEADS:
-            every[head] += predictions.probs(head)
-            unseen[head] += predictions.probs(head) * not_seen
-    fitted = unseen_count > 0
+    # Which teacher teaches which image, known before minutes of predicting: those that did
+    # not train on it, or all of them where every teacher did.
+    not_seen = np.array(
+        [
+            [s.sha1 not in seen and str(s.path) not in seen for s in samples]
+            for seen in map(teacher_training_images, specs)
+        ]
+    )
+    fitted = not_seen.any(axis=0)
+    share = np.where(fitted, not_seen, True).astype(np.float64)
+    share /= share.sum(axis=0)
     if len(specs) > 1 or not fitted.all():
         log.info(
             "teachers: %d of %d training images predicted by a teacher that did not train on them",
             int(fitted.sum()),
             len(samples),
         )
-    return {
-        head: np.where(
-            fitted, unseen[head] / np.maximum(unseen_count, 1), every[head] / len(specs)
-        ).astype(np.float32)
-        for head in HEADS
-    }
+    total = {head: np.zeros((len(samples), len(HEAD_CLASSES[head])), np.float64) for head in HEADS}
+    for number, spec in enumerate(specs, 1):
+        predictor = open_predictor(spec, threads, None)
+        predictions = predict_items(predictor, samples, desc=f"teacher {number}/{len(specs)}")
+        if len(predictions.items) != len(samples):
+            failed = ", ".join(f["path"] for f in predictions.failed[:3])
+            raise SmartbinError(f"teacher {spec} could not read every training image: {failed}")
+        for head in HEADS:
+            total[head] += predictions.probs(head) * share[number - 1][:, None]
+    return {head: total[head].astype(np.float32) for head in HEADS}
 
 
 def teacher_training_images(spec: str) -> set[str]:
