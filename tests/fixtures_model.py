@@ -83,6 +83,19 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+def tiny_train_args(
+    data: Path, out: Path, *, cut_layer: str = "block_2_add", views: int = 1, epochs: int = 1
+) -> list[str]:
+    """``smartbin train`` arguments for a CLI run of seconds: random-init MobileNetV2 0.35 at
+    48 px, one head epoch; tests add the option they are about."""
+    return [
+        "train", str(data), "--out", str(out), "--weights", "none",
+        "--input-size", "48", "--alpha", "0.35", "--cut-layer", cut_layer,
+        "--views", str(views), "--head-epochs", "1", "--epochs", str(epochs),
+        "--batch-size", "8",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_data) -> Path:
     """A real ``smartbin train`` run (random-init MobileNetV2 0.35 at 64 px, a few epochs)."""

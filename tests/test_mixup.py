@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_model import tiny_train_args
 
 from smartbin.cli import main
 from smartbin.train.mixup import label_groups, mix_batch, partners
@@ -76,9 +77,7 @@ def test_alpha_zero_is_the_identity() -> None:
 
 def test_train_with_mixup_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
     run = tmp_path / "run"
-    args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
-    args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "block_2_add"]
-    args += ["--views", "1", "--head-epochs", "1", "--epochs", "1", "--batch-size", "8"]
+    args = tiny_train_args(tiny_data, run)
     with pytest.raises(SystemExit) as refused:
         main([*args, "--mixup", "-1"])
     assert refused.value.code == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_model import make_image_tree
+from fixtures_model import make_image_tree, tiny_train_args
 
 from smartbin.cli import main
 from smartbin.device.labels import (
@@ -258,14 +258,58 @@ def test_cached_views_are_augmented_in_range_and_plain_ones_exact() -> None:
     assert np.abs(views[0].astype("float32") - views[1].astype("float32")).mean() > 0.01
 
 
+def _disc_views(**augment_options) -> tuple[float, float]:
+    """Largest centre offset (pixels) and largest width/height deviation from 1 of a centred
+    white disc over 12 augmented views. Flips, rotation and a uniform zoom leave a centred disc
+    a centred disc, so only a shift moves it and only independent zooms make it an ellipse."""
+    from smartbin.train.fit import _augmenter, cache_views
+
+    yy, xx = np.mgrid[:64, :64]
+    image = np.zeros((12, 64, 64, 3), np.uint8)
+    image[:, (yy - 31.5) ** 2 + (xx - 31.5) ** 2 < 14**2] = 255
+    cache = cache_views(None, image, 1, _augmenter(42, **augment_options), 12, "test")
+    offsets, deviations = [], []
+    for view in cache.view(0).astype("float32").mean(-1) > 128:
+        ys, xs = np.nonzero(view)
+        offsets.append(max(abs(ys.mean() - 31.5), abs(xs.mean() - 31.5)))
+        deviations.append(abs((np.ptp(xs) + 1) / (np.ptp(ys) + 1) - 1))
+    return max(offsets), max(deviations)
+
+
+def test_translate_and_free_aspect_change_where_and_how_wide_the_item_is() -> None:
+    """``--translate`` and ``--free-aspect`` (off by default, so earlier commands still build
+    the same views) move the item off centre and change its aspect ratio."""
+    offset, deviation = _disc_views()
+    assert offset < 2 and deviation < 0.1
+    offset, deviation = _disc_views(translate=0.2)
+    assert offset > 4 and deviation < 0.1
+    offset, deviation = _disc_views(free_aspect=True)
+    assert offset < 2 and deviation > 0.1
+
+
+def test_translate_and_free_aspect_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = tiny_train_args(tiny_data, run, views=2)
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--translate", "0.9"])
+    assert refused.value.code == 2
+    assert "--translate" in capsys.readouterr().err
+    assert main([*args, "--translate", "0.1", "--free-aspect"]) == 0
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["translate"] == 0.1 and config["free_aspect"] is True
+
+
 def test_int8_bottom_features_are_the_quantised_bottom_s() -> None:
     """``--int8-bottom``: the cached views come out of an int8 model of the frozen bottom: on
     its output's 8-bit grid, close to the float bottom's, and augmented per view."""
+    import keras
+
     from smartbin.train.data import Sample
     from smartbin.train.fit import _augmenter, cache_views
     from smartbin.train.int8_bottom import quantize_bottom
     from smartbin.train.model import build_model
 
+    keras.utils.set_random_seed(2)  # the random bottom's weights, whichever test ran before
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     samples = [
@@ -285,12 +329,13 @@ def test_int8_bottom_features_are_the_quantised_bottom_s() -> None:
     plain = cache.view(0)
     assert plain.shape == reference.shape
     np.testing.assert_allclose(plain, direct, rtol=1e-6, atol=1e-6)  # codes: no rounding loss
-    spread = reference.max() - reference.min()
-    assert np.abs(direct - reference).mean() < 0.05 * spread  # the same layers
+    # Typical size of a feature's variation; the range (max - min) is set by a few outliers.
+    typical = np.abs(reference - reference.mean()).mean()
+    assert np.abs(direct - reference).mean() < 0.1 * typical  # the same layers
 
     cache = cache_views(model.bottom, images, 2, _augmenter(3), 5, "test", int8)
     change = np.abs(cache.view(0) - cache.view(1)).mean()
-    assert change > 0.05 * spread  # a new augmentation per view, through the int8 bottom
+    assert change > 0.3 * typical  # a new augmentation per view, through the int8 bottom
     index, view_of = np.array([0, 3, 7]), np.array([1, 0, 1])
     batch = cache.batch(index, view_of)  # what the fine-tuning dataset feeds
     for row, (i, v) in enumerate(zip(index, view_of, strict=True)):
@@ -308,9 +353,7 @@ def test_train_on_the_int8_bottom_through_the_cli(tmp_path: Path, tiny_data: Pat
     from smartbin.convert.pipeline import INT8_BOTTOM_NOTE
 
     run = tmp_path / "run"
-    args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
-    args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "block_2_add"]
-    args += ["--views", "1", "--head-epochs", "1", "--epochs", "1", "--batch-size", "8"]
+    args = tiny_train_args(tiny_data, run)
     assert main([*args, "--int8-bottom", "10"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["config"]["int8_bottom"] == 10

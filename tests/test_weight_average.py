@@ -8,6 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from fixtures_model import tiny_train_args
 
 from smartbin.cli import main
 from smartbin.train.weight_average import WeightAverage
@@ -96,9 +97,7 @@ def test_momentum_out_of_range_is_refused() -> None:
 
 def test_train_with_ema_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
     run = tmp_path / "run"
-    args = ["train", str(tiny_data), "--out", str(run), "--weights", "none"]
-    args += ["--input-size", "48", "--alpha", "0.35", "--cut-layer", "block_2_add"]
-    args += ["--views", "1", "--head-epochs", "1", "--epochs", "2", "--batch-size", "8"]
+    args = tiny_train_args(tiny_data, run, epochs=2)
     with pytest.raises(SystemExit) as refused:
         main([*args, "--ema", "1.0"])
     assert refused.value.code == 2

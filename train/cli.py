@@ -150,6 +150,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "drawn from Beta(ALPHA, ALPHA) (e.g. 0.2); only images labelled for the same heads are "
         "blended; 0 = off",
     )
+    parser.add_argument(
+        "--translate",
+        type=float_between(0.0, 0.5),
+        default=0.0,
+        metavar="SHARE",
+        help="also shift each training view by up to SHARE of its side (e.g. 0.1), so the "
+        "item is not always centred; 0 = off",
+    )
+    parser.add_argument(
+        "--free-aspect",
+        action="store_true",
+        help="zoom each training view's width and height independently, so items are seen "
+        "squashed and stretched too (default: one zoom for both)",
+    )
     parser.set_defaults(func=_run_train)
 
     try:
@@ -207,6 +221,8 @@ def _run_train(args: argparse.Namespace) -> int:
         int8_bottom=args.int8_bottom,
         ema=args.ema,
         mixup=args.mixup,
+        translate=args.translate,
+        free_aspect=args.free_aspect,
         teachers=teachers,
         distill_weight=args.distill_weight,
         fold=args.fold,

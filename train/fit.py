@@ -96,6 +96,10 @@ class TrainConfig:
     ema: float = 0.0
     #: Beta(alpha, alpha) of mixup on the cached features (0 = off): see mixup.py.
     mixup: float = 0.0
+    #: Largest random shift of a view, as a share of its side (0 = off): see ``_augmenter``.
+    translate: float = 0.0
+    #: Zoom a view's width and height independently (its aspect ratio changes): see ``_augmenter``.
+    free_aspect: bool = False
     #: ``(k, n)``: leave training fold k of n out (a cross-fitted teacher); None = train on all.
     fold: tuple[int, int] | None = None
     extra: dict = field(default_factory=dict)
@@ -232,20 +236,27 @@ def teacher_training_images(spec: str) -> set[str]:
     return {e["sha1"] for e in entries if "sha1" in e} | {e["path"] for e in entries}
 
 
-def _augmenter(seed: int):
+def _augmenter(seed: int, translate: float = 0.0, free_aspect: bool = False):
+    """The training views' random changes.
+
+    Flips, rotation and zoom all keep the item where the preprocessing put it (the centre) and
+    its shape; ``translate`` moves it off centre and ``free_aspect`` squashes or stretches it,
+    as a camera in a bin, not a studio, sees items. Both default off, so that the commands of
+    earlier runs still build the same augmenter (same layers, same seeds)."""
     import keras
     from keras import layers
 
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
-            layers.RandomZoom((-0.2, 0.1), fill_mode="reflect", seed=seed + 2),
-            layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 3),
-            layers.RandomContrast(0.2, seed=seed + 4),
-        ],
-        name="augment",
-    )
+    zoom = (-0.2, 0.1)
+    stages = [
+        layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        layers.RandomRotation(0.08, fill_mode="reflect", seed=seed + 1),
+        layers.RandomZoom(zoom, zoom if free_aspect else None, fill_mode="reflect", seed=seed + 2),
+        layers.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 3),
+        layers.RandomContrast(0.2, seed=seed + 4),
+    ]
+    if translate > 0:
+        stages.append(layers.RandomTranslation(translate, translate, "reflect", seed=seed + 5))
+    return keras.Sequential(stages, name="augment")
 
 
 def _view_model(bottom, augment, shape: tuple):
@@ -478,7 +489,7 @@ def _train(config: TrainConfig, split: DataSplit, problems: list[Problem], out: 
         raise SmartbinError(f"image became unreadable during training: {exc}") from None
     if config.weights is None:
         estimate_batchnorm(model.full, train_images[:256])
-    augment = _augmenter(config.seed)
+    augment = _augmenter(config.seed, config.translate, config.free_aspect)
     int8_bottom = None
     if config.int8_bottom > 0:
         from smartbin.train.int8_bottom import quantize_bottom
