@@ -96,6 +96,16 @@ def tiny_train_args(
     ]  # fmt: skip
 
 
+def assert_option_refused(argv: list[str], option: str, capsys) -> None:
+    """``smartbin ARGV`` stops at argument parsing: exit code 2 and a message naming ``option``."""
+    from smartbin.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert option in capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_data) -> Path:
     """A real ``smartbin train`` run (random-init MobileNetV2 0.35 at 64 px, a few epochs)."""

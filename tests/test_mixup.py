@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-from fixtures_model import tiny_train_args
+from fixtures_model import assert_option_refused, tiny_train_args
 
 from smartbin.cli import main
 from smartbin.train.mixup import label_groups, mix_batch, partners
@@ -78,10 +77,7 @@ def test_alpha_zero_is_the_identity() -> None:
 def test_train_with_mixup_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
     run = tmp_path / "run"
     args = tiny_train_args(tiny_data, run)
-    with pytest.raises(SystemExit) as refused:
-        main([*args, "--mixup", "-1"])
-    assert refused.value.code == 2
-    assert "--mixup" in capsys.readouterr().err
+    assert_option_refused([*args, "--mixup", "-1"], "--mixup", capsys)
     assert main([*args, "--mixup", "0.2"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["config"]["mixup"] == 0.2

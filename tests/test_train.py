@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures_model import make_image_tree, tiny_train_args
+from fixtures_model import assert_option_refused, make_image_tree, tiny_train_args
 
 from smartbin.cli import main
 from smartbin.device.labels import (
@@ -290,10 +290,7 @@ def test_translate_and_free_aspect_change_where_and_how_wide_the_item_is() -> No
 def test_translate_and_free_aspect_through_the_cli(tmp_path: Path, tiny_data: Path, capsys) -> None:
     run = tmp_path / "run"
     args = tiny_train_args(tiny_data, run, views=2)
-    with pytest.raises(SystemExit) as refused:
-        main([*args, "--translate", "0.9"])
-    assert refused.value.code == 2
-    assert "--translate" in capsys.readouterr().err
+    assert_option_refused([*args, "--translate", "0.9"], "--translate", capsys)
     assert main([*args, "--translate", "0.1", "--free-aspect"]) == 0
     config = json.loads((run / "run.json").read_text())["config"]
     assert config["translate"] == 0.1 and config["free_aspect"] is True
